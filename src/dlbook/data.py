@@ -1,0 +1,173 @@
+"""MNIST, offline first: a mirror folder, then the internet; preloaded tensors and batch iterators."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from .runtime import data_dir
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the 60k training images in [0, 1]
+NUM_VAL = 5_000  # the last 5,000 training images are the fixed validation split
+MIRROR_ENV = "DLBOOK_MNIST_MIRROR"
+
+
+class DataError(RuntimeError):
+    """MNIST could not be found, fetched or read; the message says how to fix it."""
+
+
+def mnist_files() -> dict[str, str]:
+    """The four official archive names and the MD5 sums torchvision checks."""
+    return dict(datasets.MNIST.resources)
+
+
+def md5sum(path: Path) -> str:
+    """Hex MD5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_from_mirror(mirror: Path, raw: Path) -> None:
+    """Copy verified archives from the mirror into raw/, atomically (never a half-written file)."""
+    if not mirror.is_dir():
+        raise DataError(f"{MIRROR_ENV}={mirror} is not a folder; point it at the folder "
+                        "holding the four MNIST .gz files, or unset it.")
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, md5 in mnist_files().items():
+        source, target = mirror / name, raw / name
+        if target.exists() or not source.exists():
+            continue
+        if md5sum(source) != md5:
+            raise DataError(f"corrupted MNIST file in the mirror: {source} (MD5 mismatch). "
+                            "Replace it with the official file.")
+        part = target.with_name(target.name + ".part")
+        shutil.copyfile(source, part)
+        os.replace(part, target)
+
+
+def _check_archives(raw: Path) -> None:
+    """Raise naming the first archive in raw/ whose MD5 is wrong."""
+    for name, md5 in mnist_files().items():
+        path = raw / name
+        if path.exists() and md5sum(path) != md5:
+            raise DataError(f"corrupted MNIST file: {path} (MD5 mismatch with torchvision's). "
+                            "Delete it and run again to fetch a fresh copy.")
+
+
+def _extract(raw: Path) -> None:
+    """Decompress each archive whose idx file is missing, through a temporary file."""
+    for name in mnist_files():
+        archive, target = raw / name, raw / name.removesuffix(".gz")
+        if archive.exists() and not target.exists():
+            part = target.with_name(target.name + ".part")
+            with gzip.open(archive, "rb") as src, open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(part, target)
+
+
+def ensure_mnist(root: Path | None = None) -> Path:
+    """Make sure MNIST is extracted under `root` (default: data_dir()); return the root.
+
+    Order: files already in `<root>/MNIST/raw`, then $DLBOOK_MNIST_MIRROR, then the internet.
+    """
+    root = Path(root) if root is not None else data_dir()
+    raw = root / "MNIST" / "raw"
+    if os.environ.get(MIRROR_ENV):
+        _copy_from_mirror(Path(os.environ[MIRROR_ENV]).expanduser(), raw)
+    _check_archives(raw)
+    _extract(raw)
+    if all((raw / name.removesuffix(".gz")).exists() for name in mnist_files()):
+        return root
+    try:  # some archives are missing: torchvision downloads, verifies and extracts them
+        datasets.MNIST(root, train=True, download=True)
+    except RuntimeError as err:
+        if not str(err).startswith("Error downloading"):
+            raise DataError(f"could not prepare MNIST in {raw} ({err})") from None
+        raise DataError(
+            f"MNIST is not in {raw} and could not be downloaded ({err.args[0].splitlines()[0]} "
+            f"from any mirror). Either connect to the internet, or set {MIRROR_ENV}=<folder "
+            f"holding the four official .gz files> (or copy them into {raw}) and run again."
+        ) from None
+    return root
+
+
+def normalize(X: Tensor) -> Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28), standardized with MNIST_MEAN and MNIST_STD."""
+    return ((X.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class MNISTSplits:
+    """Normalized MNIST tensors: train (55k), val (5k, the last training images), test (10k)."""
+
+    X_train: Tensor  # (55000, 1, 28, 28)
+    y_train: Tensor  # (55000,)
+    X_val: Tensor  # (5000, 1, 28, 28)
+    y_val: Tensor  # (5000,)
+    X_test: Tensor  # (10000, 1, 28, 28)
+    y_test: Tensor  # (10000,)
+
+    def subset(self, n_train: int, n_eval: int) -> "MNISTSplits":
+        """The first n_train training and n_eval validation/test images (for smoke runs)."""
+        return MNISTSplits(self.X_train[:n_train], self.y_train[:n_train],
+                           self.X_val[:n_eval], self.y_val[:n_eval],
+                           self.X_test[:n_eval], self.y_test[:n_eval])
+
+
+def _read_split(root: Path, train: bool) -> tuple[Tensor, Tensor]:
+    """uint8 images (N, 28, 28) and int64 labels (N,) of one official split."""
+    try:
+        ds = datasets.MNIST(root, train=train, download=False)
+    except Exception as err:  # a truncated idx file fails inside torchvision's parser
+        raise DataError(f"could not read MNIST under {root / 'MNIST' / 'raw'} ({err}). Delete the "
+                        "extracted *-ubyte files there and run again to re-extract them.") from None
+    return ds.data, ds.targets
+
+
+def load_mnist(device: torch.device | str = "cpu", root: Path | None = None) -> MNISTSplits:
+    """The whole of MNIST as normalized tensors on `device`, with the fixed validation split."""
+    root = ensure_mnist(root)
+    X, y = _read_split(root, train=True)
+    X_test, y_test = _read_split(root, train=False)
+    X, X_test = normalize(X).to(device), normalize(X_test).to(device)
+    y, y_test = y.to(device), y_test.to(device)
+    n = len(X) - NUM_VAL
+    return MNISTSplits(X[:n], y[:n], X[n:], y[n:], X_test, y_test)
+
+
+def iterate_batches(X: Tensor, y: Tensor, batch_size: int, shuffle: bool = False,
+                    seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (X_batch, y_batch) slices of preloaded tensors; shuffled by a seeded generator."""
+    n = len(X)
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(X.device)
+    for start in range(0, n, batch_size):
+        if shuffle:
+            idx = order[start:start + batch_size]
+            yield X[idx], y[idx]
+        else:
+            yield X[start:start + batch_size], y[start:start + batch_size]
+
+
+def per_sample_loader(train: bool = True, batch_size: int = 64, shuffle: bool = True,
+                      root: Path | None = None, normalize_input: bool = False,
+                      num_workers: int = 0) -> DataLoader:
+    """The seed program's pipeline: a DataLoader converting one PIL image at a time with ToTensor."""
+    root = ensure_mnist(root)
+    steps = [transforms.ToTensor()]
+    if normalize_input:
+        steps.append(transforms.Normalize((MNIST_MEAN,), (MNIST_STD,)))
+    ds = datasets.MNIST(root, train=train, download=False, transform=transforms.Compose(steps))
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)

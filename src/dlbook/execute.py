@@ -1,0 +1,208 @@
+"""Re-execute chapters with papermill on CPU or GPU and report time, memory and status.
+
+    python -m dlbook.execute [--device auto|cpu|cuda|mps] [--smoke]
+                             [--inplace | --output-dir DIR] [CHAPTER ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import papermill as pm
+import psutil
+
+from .runtime import DEVICES, repo_root, resolve_device
+
+
+@dataclass
+class ChapterRun:
+    """One line of the run report."""
+
+    chapter: str
+    device: str
+    parameters: dict
+    wall_seconds: float
+    peak_memory_mb: float  # peak resident memory of the kernel process
+    status: str  # 'ok' or 'failed'
+    error: str = ""
+
+
+class PeakMemory:
+    """Poll the resident memory of this process's children (the kernel) in a background thread."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            rss = 0
+            for child in me.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except psutil.Error:  # the child ended between listing and reading
+                    pass
+            self.peak = max(self.peak, rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def toc_notebooks(root: Path) -> list[Path]:
+    """The book's notebooks in the order of _toc.yml."""
+    import yaml
+
+    def files(node) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["file"]] if "file" in node else []
+            return own + [f for value in node.values() for f in files(value)]
+        return [f for item in node for f in files(item)] if isinstance(node, list) else []
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    entries = [toc.get("root", "")] + files(toc.get("parts", toc.get("chapters", [])))
+    return [root / f"{e}.ipynb" for e in entries if (root / f"{e}.ipynb").is_file()]
+
+
+def find_chapters(names: list[str], every: list[Path]) -> list[Path]:
+    """Notebook paths for names given as paths or stems (default: every chapter, in order)."""
+    if not names:
+        return every
+    found = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb":
+            if not path.is_file():
+                raise SystemExit(f"error: chapter file {path} does not exist")
+            found.append(path)
+            continue
+        matches = [p for p in every if p.stem == name] or [p for p in every if name in p.stem]
+        if len(matches) != 1:
+            known = ", ".join(p.stem for p in every) or "none"
+            raise SystemExit(f"error: chapter {name!r} matches {len(matches)} notebooks; "
+                             f"give a path or one of: {known}")
+        found.append(matches[0])
+    return found
+
+
+def chapter_parameters(path: Path, device: str, smoke: bool) -> dict:
+    """The parameters to inject, limited to those the chapter's `parameters` cell declares."""
+    declared = pm.inspect_notebook(str(path))
+    if not declared:
+        raise SystemExit(f"error: {path} has no cell tagged 'parameters'")
+    wanted = {"device": device, "smoke": smoke}
+    return {k: v for k, v in wanted.items() if k in declared}
+
+
+def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
+                device: str = "-") -> ChapterRun:
+    """Execute one chapter into `output`; never leaves a failed run in place of the chapter."""
+    tic = time.perf_counter()
+    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=output.parent)
+    os.close(fd)
+    status, error = "ok", ""
+    with PeakMemory() as memory:
+        try:
+            pm.execute_notebook(str(path), tmp, parameters=parameters, cwd=str(path.parent),
+                                progress_bar=False, execution_timeout=timeout)
+        except pm.PapermillExecutionError as err:
+            status = "failed"
+            index = chapter_cell_index(Path(tmp), err.cell_index)
+            first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
+            error = f"cell {index} (`{first_line[:60]}`): {err.ename}: {err.evalue}"
+        except Exception as err:  # kernel died, timeout, unreadable notebook
+            status, error = "failed", f"{type(err).__name__}: {err}"
+    if status == "ok":
+        os.replace(tmp, output)
+    else:  # keep the failed run for inspection beside the output, not over it
+        os.replace(tmp, output.with_name(output.stem + ".failed.ipynb"))
+    return ChapterRun(path.stem, device, parameters,
+                      round(time.perf_counter() - tic, 2), round(memory.peak / 2**20, 1),
+                      status, error)
+
+
+def chapter_cell_index(executed: Path, index: int) -> int:
+    """Index of an executed cell in the chapter itself (papermill inserts one parameters cell)."""
+    import nbformat
+
+    cells = nbformat.read(executed, as_version=4).cells
+    injected = [i for i, c in enumerate(cells)
+                if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    return index - 1 if injected and injected[0] < index else index
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dlbook.execute", description=__doc__.split("\n")[0])
+    parser.add_argument("chapters", nargs="*", metavar="CHAPTER",
+                        help="notebook paths or name stems (default: every chapter)")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch: seconds per chapter")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--inplace", action="store_true", help="overwrite the chapters (only on success)")
+    where.add_argument("--output-dir", type=Path, default=None,
+                       help="write executed notebooks here (default: _build/executed)")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    parser.add_argument("--chapters-dir", type=Path, default=None,
+                        help="run the notebooks of this folder instead of the book's (sorted by name)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chapters, print and write the report; exit status 1 if any chapter failed."""
+    args = parse_args(argv)
+    try:
+        device = resolve_device(args.device).type  # fail early on a device this machine lacks
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    root = repo_root() or Path.cwd()
+    every = (sorted(args.chapters_dir.glob("*.ipynb")) if args.chapters_dir
+             else toc_notebooks(root))
+    chapters = find_chapters(args.chapters, every)
+    out_dir = None if args.inplace else (args.output_dir or root / "_build" / "executed")
+    report_dir = out_dir or root / "_build" / "executed"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for path in chapters:
+        params = chapter_parameters(path, args.device, args.smoke)
+        output = path if args.inplace else out_dir / path.name
+        print(f"running {path.stem} with {params} ...", flush=True)
+        runs.append(run_chapter(path, output, params, args.timeout, device))
+        run = runs[-1]
+        print(f"  {run.status} in {run.wall_seconds:.1f} s, peak memory {run.peak_memory_mb:.0f} MB"
+              + (f"\n  FAILED at {run.error}" if run.error else ""), flush=True)
+    report = report_dir / "run-report.json"
+    report.write_text(json.dumps({"device_requested": args.device, "resolved": device,
+                                  "runs": [asdict(r) for r in runs]}, indent=1))
+    print(format_report(runs))
+    print(f"report written to {report}")
+    failed = [r for r in runs if r.status != "ok"]
+    for run in failed:
+        print(f"error: chapter {run.chapter} failed at {run.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def format_report(runs: list[ChapterRun]) -> str:
+    """A plain-text table of the runs."""
+    rows = [("chapter", "device", "parameters", "wall s", "peak MB", "status")]
+    rows += [(r.chapter, r.device, json.dumps(r.parameters), f"{r.wall_seconds:.1f}",
+              f"{r.peak_memory_mb:.0f}", r.status) for r in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

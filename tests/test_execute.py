@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from dlbook import execute
+
+
+def _notebook(path, body: str):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('device = "auto"\nsmoke = False\nfactor = 2')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell('print("smoke is", smoke)'),
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def chapters(tmp_path):
+    folder = tmp_path / "chapters"
+    folder.mkdir()
+    _notebook(folder / "a_good.ipynb", "print(21 * factor)")
+    return folder
+
+
+def test_runs_a_chapter_with_parameters_and_writes_a_report(chapters, tmp_path):
+    out = tmp_path / "out"
+    code = execute.main(["--chapters-dir", str(chapters), "--output-dir", str(out), "--smoke",
+                         "--device", "cpu"])
+    assert code == 0
+    executed = nbformat.read(out / "a_good.ipynb", as_version=4)
+    texts = ["".join(o.get("text", "")) for c in executed.cells for o in c.get("outputs", [])]
+    assert "smoke is True\n" in texts and "42\n" in texts
+    report = json.loads((out / "run-report.json").read_text())
+    run = report["runs"][0]
+    assert run["chapter"] == "a_good" and run["status"] == "ok" and run["device"] == "cpu"
+    assert run["parameters"] == {"device": "cpu", "smoke": True}
+    assert run["wall_seconds"] > 0 and run["peak_memory_mb"] > 10
+
+
+def test_failure_names_chapter_and_cell_and_keeps_the_original(chapters, tmp_path, capsys):
+    bad = _notebook(chapters / "b_bad.ipynb", 'raise RuntimeError("boom")')
+    before = bad.read_text()
+    code = execute.main(["--chapters-dir", str(chapters), "--inplace"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "chapter b_bad failed at cell 2 (`raise RuntimeError(\"boom\")`): RuntimeError: boom" in err
+    assert bad.read_text() == before  # a failed run never replaces the chapter
+    assert (chapters / "b_bad.failed.ipynb").is_file()
+
+
+def test_unavailable_device_is_a_clear_error(chapters, capsys, monkeypatch):
+    monkeypatch.setattr(execute, "resolve_device", lambda name: (_ for _ in ()).throw(
+        ValueError(f"device {name!r} was requested but is not available on this machine")))
+    assert execute.main(["--chapters-dir", str(chapters), "--device", "cuda"]) == 2
+    assert "error: device 'cuda' was requested but is not available" in capsys.readouterr().err
+
+
+def test_unknown_chapter_and_bad_arguments(chapters):
+    with pytest.raises(SystemExit, match="chapter 'nope' matches 0 notebooks; give a path or one of: a_good"):
+        execute.main(["--chapters-dir", str(chapters), "nope"])
+    with pytest.raises(SystemExit) as err:
+        execute.main(["--inplace", "--output-dir", "x"])
+    assert err.value.code == 2
+
+
+def test_command_line(chapters, tmp_path):
+    """The real CLI, as a user types it: bad device name, then a good run."""
+    bad = subprocess.run([sys.executable, "-m", "dlbook.execute", "--device", "tpu"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'tpu'" in bad.stderr
+    good = subprocess.run([sys.executable, "-m", "dlbook.execute", "--chapters-dir", str(chapters),
+                           "--output-dir", str(tmp_path / "o"), "a_good"],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "a_good" in good.stdout and "ok" in good.stdout
+
+
+def test_book_chapters_follow_the_toc():
+    from dlbook.runtime import repo_root
+
+    names = [p.stem for p in execute.toc_notebooks(repo_root())]
+    assert "mnist_implementation" in names

@@ -1,0 +1,102 @@
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import dlbook as dl
+from dlbook import runtime
+
+
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(runtime, "available_devices", lambda: ["cuda", "mps", "cpu"])
+    assert dl.resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(runtime, "available_devices", lambda: ["mps", "cpu"])
+    assert dl.resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(runtime, "available_devices", lambda: ["cpu"])
+    assert dl.resolve_device("auto") == torch.device("cpu")
+
+
+def test_available_devices_reflects_torch(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.available_devices()[0] == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.available_devices()[-1] == "cpu" and "cuda" not in runtime.available_devices()
+
+
+def test_unavailable_device_names_what_is_available(monkeypatch):
+    monkeypatch.setattr(runtime, "available_devices", lambda: ["cpu"])
+    with pytest.raises(ValueError, match=r"'cuda' was requested but is not available.*available: cpu"):
+        dl.resolve_device("cuda")
+    with pytest.raises(ValueError, match="available: cpu"):
+        dl.resolve_device("mps")
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda, mps; got 'gpu'"):
+        dl.resolve_device("gpu")
+
+
+def test_seed_everything_repeats():
+    dl.seed_everything(3)
+    a = torch.randn(5), torch.nn.Linear(4, 2).weight.clone()
+    dl.seed_everything(3)
+    b = torch.randn(5), torch.nn.Linear(4, 2).weight.clone()
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_epochs", 0, "num_epochs=0 is invalid: it must be an integer >= 1"),
+    ("num_epochs", 2.5, "an integer >= 1"),
+    ("batch_size", -1, "batch_size=-1 is invalid: it must be an integer >= 1"),
+    ("lr", 0.0, "lr=0.0 is invalid: it must be a finite number > 0"),
+    ("lr", float("nan"), "a finite number > 0"),
+    ("lr", "0.1", "a finite number > 0"),
+    ("device", "gpu", "device='gpu' is invalid: it must be one of 'auto', 'cpu', 'cuda', 'mps'"),
+    ("seed", -3, "an integer >= 0"),
+    ("smoke", "yes", "True or False"),
+    ("num_epochs", True, "an integer >= 1"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        dl.Config(**{field: value})
+
+
+def test_config_is_frozen_and_built_from_params():
+    cfg = dl.Config.from_params({"num_epochs": 3, "lr": 0.01, "unrelated": object()})
+    assert (cfg.num_epochs, cfg.lr, cfg.device) == (3, 0.01, "auto")
+    with pytest.raises(AttributeError):
+        cfg.lr = 1.0
+
+
+def test_subclass_fields_are_validated_too():
+    @dataclass(frozen=True)
+    class ChapterConfig(dl.Config):
+        mlp_epochs: int = 15
+        dropout: float = 0.1
+
+    assert ChapterConfig(mlp_epochs=2).mlp_epochs == 2
+    with pytest.raises(ValueError, match="mlp_epochs=0"):
+        ChapterConfig(mlp_epochs=0)
+    with pytest.raises(ValueError, match="dropout=-0.5"):
+        ChapterConfig(dropout=-0.5)
+
+
+def test_config_device_resolution(monkeypatch):
+    monkeypatch.setattr(runtime, "available_devices", lambda: ["cpu"])
+    assert dl.Config(device="cpu").torch_device == torch.device("cpu")
+    with pytest.raises(ValueError, match="not available"):
+        dl.Config(device="cuda").torch_device
+
+
+def test_folders_follow_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLBOOK_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("DLBOOK_ARTIFACTS_DIR", str(tmp_path / "a"))
+    assert dl.data_dir() == tmp_path / "d" and dl.artifacts_dir() == tmp_path / "a"
+
+
+def test_default_folders_are_in_the_repo_not_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("DLBOOK_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    repo = runtime.repo_root()
+    assert repo is not None and (repo / "_toc.yml").is_file()
+    assert dl.data_dir() == repo / "data"
