@@ -1,0 +1,60 @@
+"""Deployment formats against the eager model: ONNX Runtime, int8, torch.export."""
+import pytest
+import torch
+
+import dlbook as dl
+from dlbook import export
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(mnist):
+    recipe = dl.Recipe("cnn", {"c1": 8, "c2": 16, "hidden": 32}, num_epochs=1, batch_size=128)
+    return dl.train_recipe(recipe, mnist.subset(6000, 1000)).model.eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(trained_cnn, tmp_path_factory):
+    return export.export_onnx(trained_cnn, tmp_path_factory.mktemp("onnx") / "cnn.onnx")
+
+
+def test_onnx_matches_eager_with_any_batch_size(trained_cnn, onnx_file, mnist):
+    session = export.ort_session(onnx_file, threads=1)
+    assert session.get_inputs()[0].shape[0] == "batch"  # the dynamic dimension
+    for n in (1, 7, 300):
+        X = mnist.X_test[:n]
+        result = export.parity(export.logits_of(trained_cnn, X), export.run_onnx(session, X))
+        assert result["max_abs_diff"] < 1e-4 and result["same_prediction"] == 1.0
+
+
+def test_int8_model_is_smaller_and_close(trained_cnn, onnx_file, mnist):
+    int8 = export.quantize_int8(onnx_file, onnx_file.with_name("cnn.int8.onnx"))
+    assert int8.stat().st_size < 0.4 * onnx_file.stat().st_size
+    assert not list(int8.parent.glob("*.prepared.onnx"))
+    X, y = mnist.X_test[:1000], mnist.y_test[:1000]
+    fp32 = (export.logits_of(trained_cnn, X).argmax(1) == y).double().mean().item()
+    q = (export.run_onnx(export.ort_session(int8), X).argmax(1) == y).double().mean().item()
+    assert abs(fp32 - q) < 0.01
+
+
+def test_torch_export_round_trip(trained_cnn, tmp_path, mnist):
+    path = export.export_program(trained_cnn, tmp_path / "cnn.pt2")
+    program = export.load_program(path)
+    X = mnist.X_test[:33]
+    torch.testing.assert_close(program(X), export.logits_of(trained_cnn, X))
+
+
+def test_parity_reports_differences():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.5], [2.0, 1.0]])
+    assert export.parity(a, b) == {"max_abs_diff": 2.0, "same_prediction": 0.5}
+
+
+def test_median_latency_is_a_median():
+    calls = iter([0.0] * 3 + [0.01, 0.03, 0.02])
+    import time
+
+    def fn():
+        time.sleep(next(calls))
+
+    t = export.median_latency(fn, warmup=3, repeats=3)
+    assert 0.018 < t < 0.03

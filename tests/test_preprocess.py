@@ -1,0 +1,75 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dlbook import preprocess as pp
+
+
+def _digit() -> np.ndarray:
+    """A white '1'-like stroke on black, off-centre."""
+    img = np.zeros((28, 28), dtype=np.float32)
+    img[3:15, 2:5] = 1.0
+    return img
+
+
+def test_mnist_format_centres_and_scales():
+    out = pp.to_mnist_format(_digit())
+    assert out.shape == (28, 28)
+    ys, xs = np.indices(out.shape)
+    assert abs((ys * out).sum() / out.sum() - 13.5) <= 1 and abs((xs * out).sum() / out.sum() - 13.5) <= 1
+    rows = np.nonzero(out.max(1) > pp.INK_THRESHOLD)[0]
+    assert 18 <= rows.max() - rows.min() + 1 <= 21  # the longer side fills the 20-pixel box
+
+
+def test_dark_on_light_is_inverted():
+    direct = pp.to_mnist_format(_digit())
+    inverted = pp.to_mnist_format(1.0 - _digit())
+    np.testing.assert_allclose(direct, inverted, atol=1e-6)
+
+
+def test_large_png_round_trip_matches_small():
+    small = pp.image_to_input(pp.digit_to_png(_digit()))
+    large = pp.image_to_input(pp.digit_to_png(_digit(), size=300, dark_on_light=True))
+    assert small.shape == large.shape == (1, 1, 28, 28)
+    assert (small - large).abs().mean() < 0.15  # same digit, resampled
+
+
+def test_normalization_constants():
+    X = pp.normalize_pixels(np.zeros((28, 28)))
+    assert X.shape == (1, 1, 28, 28) and X[0, 0, 0, 0].item() == pytest.approx(-0.1307 / 0.3081)
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty"),
+    (b"hello", "not a PNG or JPEG"),
+    (pp.digit_to_png(np.random.default_rng(0).random((28, 28)))[:100], "could not be decoded"),
+], ids=["empty", "not-an-image", "truncated"])
+def test_bad_bytes(data, words):
+    with pytest.raises(pp.InputError, match=words):
+        pp.decode_image(data)
+
+
+def test_other_formats_are_refused():
+    out = io.BytesIO()
+    Image.new("L", (10, 10)).save(out, format="GIF")
+    with pytest.raises(pp.InputError, match="unsupported image format GIF"):
+        pp.decode_image(out.getvalue())
+
+
+def test_blank_image_has_no_digit():
+    with pytest.raises(pp.InputError, match="no digit"):
+        pp.to_mnist_format(np.zeros((28, 28)))
+
+
+@pytest.mark.parametrize("values, words", [
+    ([[0.0] * 28] * 27, "shape 28x28; got 27x28"),
+    ([[float("nan")] * 28] * 28, "NaN"),
+    ([[2.0] * 28] * 28, r"must lie in \[0, 1\]"),
+    ("abc", "28x28"),
+    ([[0.0, "x"] * 14] * 28, "array of numbers"),
+])
+def test_check_array(values, words):
+    with pytest.raises(pp.InputError, match=words):
+        pp.check_array(values)
