@@ -85,3 +85,10 @@ def test_book_chapters_follow_the_toc():
 
     names = [p.stem for p in execute.toc_notebooks(repo_root())]
     assert "mnist_implementation" in names
+
+
+def test_inplace_with_default_parameters_adds_no_cell(chapters):
+    assert execute.main(["--chapters-dir", str(chapters), "--inplace"]) == 0
+    nb = nbformat.read(chapters / "a_good.ipynb", as_version=4)
+    assert len(nb.cells) == 3  # no papermill "injected-parameters" cell
+    assert nb.cells[2].outputs[0]["text"] == "42\n"

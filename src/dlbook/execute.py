@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -99,36 +101,49 @@ def find_chapters(names: list[str], every: list[Path]) -> list[Path]:
 
 
 def chapter_parameters(path: Path, device: str, smoke: bool) -> dict:
-    """The parameters to inject, limited to those the chapter's `parameters` cell declares."""
+    """Parameters to inject: those the `parameters` cell declares with a different default.
+
+    Injecting nothing when the defaults already match keeps `--inplace` runs free of
+    papermill's extra "injected-parameters" cell.
+    """
     declared = pm.inspect_notebook(str(path))
     if not declared:
         raise SystemExit(f"error: {path} has no cell tagged 'parameters'")
     wanted = {"device": device, "smoke": smoke}
-    return {k: v for k, v in wanted.items() if k in declared}
+    return {k: v for k, v in wanted.items() if k in declared and _default(declared[k]) != v}
+
+
+def _default(parameter: dict):
+    """The literal default of a declared parameter (None if it is not a literal)."""
+    try:
+        return ast.literal_eval(parameter["default"])
+    except (ValueError, SyntaxError):
+        return None
 
 
 def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
                 device: str = "-") -> ChapterRun:
     """Execute one chapter into `output`; never leaves a failed run in place of the chapter."""
     tic = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=output.parent)
-    os.close(fd)
     status, error = "ok", ""
-    with PeakMemory() as memory:
+    with tempfile.TemporaryDirectory() as scratch, PeakMemory() as memory:
+        tmp = Path(scratch) / path.name  # never inside chapters/, where nbval would collect it
         try:
-            pm.execute_notebook(str(path), tmp, parameters=parameters, cwd=str(path.parent),
+            pm.execute_notebook(str(path), str(tmp), parameters=parameters, cwd=str(path.parent),
                                 progress_bar=False, execution_timeout=timeout)
         except pm.PapermillExecutionError as err:
             status = "failed"
-            index = chapter_cell_index(Path(tmp), err.cell_index)
+            index = chapter_cell_index(tmp, err.cell_index)
             first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
             error = f"cell {index} (`{first_line[:60]}`): {err.ename}: {err.evalue}"
         except Exception as err:  # kernel died, timeout, unreadable notebook
             status, error = "failed", f"{type(err).__name__}: {err}"
-    if status == "ok":
-        os.replace(tmp, output)
-    else:  # keep the failed run for inspection beside the output, not over it
-        os.replace(tmp, output.with_name(output.stem + ".failed.ipynb"))
+        # Success replaces the output atomically; a failed run is kept beside it, never over it.
+        target = output if status == "ok" else output.with_name(output.stem + ".failed.ipynb")
+        if tmp.exists():
+            part = target.with_name(f".{target.name}.part")
+            shutil.copyfile(tmp, part)
+            os.replace(part, target)
     return ChapterRun(path.stem, device, parameters,
                       round(time.perf_counter() - tic, 2), round(memory.peak / 2**20, 1),
                       status, error)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from pathlib import Path
 
 import torch
@@ -21,7 +20,6 @@ def model_card(model: nn.Module, recipe: Recipe, metrics: dict, version: str) ->
     return {
         "name": f"dlbook-mnist-{recipe.model}",
         "version": version,
-        "created": dt.date.today().isoformat(),
         "architecture": {"model": recipe.model, "model_kwargs": recipe.model_kwargs,
                          "parameters": count_parameters(model)},
         "recipe": dataclasses.asdict(recipe),

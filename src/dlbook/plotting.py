@@ -86,3 +86,187 @@ def plot_bars(values: dict[str, float], ylabel: str, ax: Axes | None = None, fmt
     ax.set_ylabel(ylabel)
     ax.margins(y=0.15)
     return ax
+
+
+def plot_confusion_matrix(cm: Tensor, ax: Axes | None = None, title: str = "",
+                          class_names: Sequence[str] | None = None) -> Axes:
+    """A confusion-matrix heatmap (rows: true class, columns: predicted) with every count written.
+
+    Colours follow log(1 + count), so the few off-diagonal errors stay visible beside the
+    diagonal's thousands.
+    """
+    counts = np.asarray(cm.cpu() if isinstance(cm, Tensor) else cm)  # (C, C)
+    C = len(counts)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(C)]
+    ax = _axes(ax, figsize=(4.6, 4.2))
+    ax.imshow(np.log1p(counts), cmap="Blues", interpolation="nearest")
+    threshold = np.log1p(counts).max() / 2
+    for i in range(C):
+        for j in range(C):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if np.log1p(counts[i, j]) > threshold else "black")
+    ax.set_xticks(range(C), names)
+    ax.set_yticks(range(C), names)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    return ax
+
+
+def plot_roc_curves(curves: dict, ax: Axes | None = None, title: str = "") -> Axes:
+    """ROC curves given as {label: (fpr, tpr)}, with the chance diagonal."""
+    ax = _axes(ax, figsize=(4.2, 4))
+    for label, (fpr, tpr) in curves.items():
+        ax.plot(np.asarray(fpr), np.asarray(tpr), label=label, lw=1.2)
+    ax.plot([0, 1], [0, 1], ls=":", color="gray", lw=1, label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_pr_curves(curves: dict, ax: Axes | None = None, title: str = "",
+                   prevalence: float | None = None) -> Axes:
+    """Precision-recall curves given as {label: (recall, precision)}, drawn as steps."""
+    ax = _axes(ax, figsize=(4.2, 4))
+    for label, (recall, precision) in curves.items():
+        ax.plot(np.asarray(recall), np.asarray(precision), label=label, lw=1.2,
+                drawstyle="steps-post")
+    if prevalence is not None:  # what a classifier without skill reaches
+        ax.axhline(prevalence, ls=":", color="gray", lw=1, label="chance (prevalence)")
+    ax.set(xlabel="recall", ylabel="precision", title=title, ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_reliability_diagram(bins: dict, ax: Axes | None = None, title: str = "") -> Axes:
+    """Accuracy against mean confidence of each non-empty bin, {label: ReliabilityBins}."""
+    ax = _axes(ax, figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], ls=":", color="gray", lw=1, label="perfect calibration")
+    for label, b in bins.items():
+        filled = np.asarray(b.counts) > 0
+        ax.plot(np.asarray(b.confidence)[filled], np.asarray(b.accuracy)[filled], marker="o",
+                markersize=3, lw=1.2, label=f"{label} (ECE {b.ece:.4f})")
+    ax.set(xlabel="confidence (top-label probability)", ylabel="accuracy", title=title,
+           xlim=(0, 1.01), ylim=(0, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_robustness(levels: Sequence[float], accuracies: dict, xlabel: str,
+                    ax: Axes | None = None, title: str = "") -> Axes:
+    """Accuracy against perturbation strength, one line per model: {label: accuracies}."""
+    ax = _axes(ax, figsize=(4.5, 3.4))
+    for label, accs in accuracies.items():
+        ax.plot(list(levels), list(accs), marker="o", markersize=3, label=label)
+    ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_optimizer_paths(f, paths: dict, xlim: tuple[float, float], ylim: tuple[float, float],
+                         ax: Axes | None = None, num_levels: int = 20, log_levels: bool = False,
+                         minimum: tuple[float, float] | None = None, title: str = "") -> Axes:
+    """Contours of f (a function of (..., 2) tensors) and one line per optimizer path (N, 2)."""
+    ax = _axes(ax, figsize=(5, 4))
+    xs = torch.linspace(*xlim, 300, dtype=torch.float64)
+    ys = torch.linspace(*ylim, 300, dtype=torch.float64)
+    XX, YY = torch.meshgrid(xs, ys, indexing="xy")  # (300, 300) each
+    values = f(torch.stack([XX, YY], dim=-1)).numpy()  # (300, 300)
+    levels = num_levels
+    if log_levels:
+        low = max(float(values.min()), 1e-3)
+        levels = np.logspace(np.log10(low), np.log10(float(values.max())), num_levels)
+    ax.contour(XX.numpy(), YY.numpy(), values, levels=levels, colors="0.7", linewidths=0.6)
+    for label, path in paths.items():
+        P = np.asarray(path, dtype=float)  # (N, 2)
+        ax.plot(P[:, 0], P[:, 1], marker="o" if len(P) <= 100 else None, markersize=2.5,
+                linewidth=1.2, label=label)
+    if minimum is not None:
+        ax.plot(*minimum, marker="*", color="black", markersize=11, linestyle="none",
+                label="minimum")
+    ax.set(xlim=xlim, ylim=ylim, xlabel="x", ylabel="y", title=title)
+    ax.legend(fontsize=8, loc="best")
+    return ax
+
+
+def plot_loss_curves(curves: dict, ax: Axes | None = None, smooth: int = 1, logy: bool = True,
+                     xlabel: str = "step", ylabel: str = "training loss", title: str = "") -> Axes:
+    """One line per named sequence of losses, smoothed by a moving average over `smooth` points."""
+    if smooth < 1:
+        raise ValueError(f"smooth={smooth} must be an integer >= 1 (1 means no smoothing)")
+    ax = _axes(ax)
+    for label, values in curves.items():
+        v = np.asarray(values, dtype=float)
+        x = np.arange(1, len(v) + 1)
+        if smooth > 1 and len(v) >= smooth:
+            v = np.convolve(v, np.ones(smooth) / smooth, mode="valid")  # mean of the last `smooth`
+            x = x[smooth - 1:]
+        ax.plot(x, v, linewidth=1.2, label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_lr_sensitivity(scores: dict, ax: Axes | None = None, chosen: dict | None = None,
+                        ylabel: str = "validation accuracy", title: str = "") -> Axes:
+    """Final score against learning rate (log x), one line per optimizer: {label: {lr: score}}."""
+    ax = _axes(ax, figsize=(5, 3.5))
+    for label, by_lr in scores.items():
+        lrs = sorted(by_lr)
+        line, = ax.plot(lrs, [by_lr[lr] for lr in lrs], marker="o", markersize=3, label=label)
+        if chosen is not None and label in chosen:
+            ax.plot(chosen[label], by_lr[chosen[label]], marker="*", markersize=11,
+                    color=line.get_color(), linestyle="none")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_scaling(curves: dict, xlabel: str, ax: Axes | None = None, points: dict | None = None,
+                 ylabel: str = "test error", title: str = "") -> Axes:
+    """Error against size on log-log axes: {label: (sizes, errors)} lines, optional single points."""
+    ax = _axes(ax, figsize=(5, 3.5))
+    for label, (sizes, errors) in curves.items():
+        ax.plot(list(sizes), list(errors), marker="o", markersize=3, label=label)
+    for label, (size, error) in (points or {}).items():
+        ax.plot(size, error, marker="s", markersize=6, linestyle="none", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_step_gradients(gradients: dict, ax: Axes | None = None, title: str = "") -> Axes:
+    """Gradient norm reaching each time step (log y), one line per model: {label: (T,) values}."""
+    ax = _axes(ax, figsize=(5, 3.5))
+    for label, values in gradients.items():
+        v = np.asarray(values, dtype=float)
+        ax.plot(np.arange(1, len(v) + 1), v, marker="o", markersize=3, label=label)
+    ax.set_yscale("log")
+    ax.set(xlabel="image row (time step)", ylabel="mean |d loss / d row|", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_log_bars(values: dict[str, float], xlabel: str, ax: Axes | None = None,
+                  fmt: str = "{:.2g}", title: str = "") -> Axes:
+    """Horizontal bars on a log axis, first item on top, for values spanning many decades."""
+    ax = _axes(ax, figsize=(5, 0.4 * len(values) + 1))
+    names = list(values)[::-1]  # barh draws from the bottom up
+    bars = ax.barh(names, [values[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, labels=[fmt.format(values[n]) for n in names], padding=3, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(min(values.values()) / 3, max(values.values()) * 30)  # room for the labels
+    ax.set(xlabel=xlabel, title=title)
+    ax.grid(alpha=0.3, axis="x")
+    return ax
