@@ -46,7 +46,7 @@ def built_page() -> Path:
                              capture_output=True, text=True)
         problems = [line for line in (run.stdout + run.stderr).splitlines()
                     if "WARNING" in line or "ERROR" in line]
-        if _stale(PAGE):
+        if not PAGE.is_file():  # an incremental build may leave an up-to-date page untouched
             pytest.fail("jupyter-book build did not write the chapter:\n" + "\n".join(problems))
         if run.returncode != 0:  # the page was written (--keep-going); the build step gates these
             warnings.warn("jupyter-book build . -n -W --keep-going reported:\n"
