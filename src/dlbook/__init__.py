@@ -13,6 +13,6 @@ from .runtime import Config, artifacts_dir, data_dir, resolve_device, seed_every
 from .training import History, evaluate, evaluate_tensors, fit, train_one_epoch
 from .zoo import RECIPES, Recipe, TrainedModel, load_trained, save_trained, train_recipe, trained_model
 
-from . import metrics, plotting
+from . import metrics, plotting, scratch
 
 __version__ = "0.1.0"

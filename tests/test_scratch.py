@@ -1,0 +1,236 @@
+"""The from-scratch MLP and optimizers against their references: autograd and torch.optim."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import dlbook as dl  # noqa: E402
+
+S = dl.scratch
+F64 = torch.float64
+
+
+def _batch(B: int, d_in: int, C: int, seed: int, dtype=F64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, d_in, generator=g, dtype=dtype), torch.randint(0, C, (B,), generator=g)
+
+
+def _autograd_grads(params, X, y):
+    """Reference: the same network through nn.functional and autograd."""
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    Z1 = X.flatten(1) @ leaves["W1"] + leaves["b1"]
+    logits = torch.relu(Z1) @ leaves["W2"] + leaves["b2"]
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    return loss.detach(), {k: v.grad for k, v in leaves.items()}
+
+
+# --- forward and backward -------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed,B", [(0, 1), (1, 32), (2, 257)])
+def test_manual_gradients_equal_autograd_in_float64(seed, B):
+    params = S.init_mlp(seed=seed, dtype=F64)
+    X, y = _batch(B, 784, 10, seed)
+    loss, grads = S.loss_and_grads(params, X, y)
+    ref_loss, ref = _autograd_grads(params, X, y)
+    assert abs(loss - ref_loss) < 1e-12
+    for k in S.PARAM_NAMES:
+        assert grads[k].shape == params[k].shape
+        assert (grads[k] - ref[k]).abs().max() < 1e-10, k
+
+
+def test_gradients_match_nn_mlp_with_its_transposed_weights():
+    model = dl.MLP().double()
+    params = S.params_from_module(model)
+    X, y = _batch(16, 784, 10, 3)
+    F.cross_entropy(model(X.view(16, 1, 28, 28)), y).backward()
+    fc1, fc2 = model.net[1], model.net[4]
+    _, grads = S.loss_and_grads(params, X, y)
+    torch.testing.assert_close(grads["W1"], fc1.weight.grad.T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads["W2"], fc2.weight.grad.T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads["b1"], fc1.bias.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads["b2"], fc2.bias.grad, rtol=0, atol=1e-12)
+    reloaded = S.load_into_module(params, dl.MLP().double())
+    torch.testing.assert_close(reloaded(X), S.mlp_forward(params, X)[0])
+
+
+def test_manual_backward_passes_finite_differences():
+    params = S.init_mlp(12, 7, 4, seed=5, dtype=F64)
+    X, y = _batch(6, 12, 4, 5)
+    inputs = [params[k].clone().requires_grad_() for k in S.PARAM_NAMES]
+    assert torch.autograd.gradcheck(lambda *p: S.ManualMLPLoss.apply(X, y, *p), inputs,
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_relu_derivative_at_zero_is_zero_like_pytorch():
+    Z = torch.tensor([-1.0, 0.0, 2.0], dtype=F64, requires_grad=True)
+    torch.relu(Z).sum().backward()
+    assert S.relu_grad(Z.detach()).tolist() == Z.grad.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_cross_entropy_and_its_gradient_are_stable_for_huge_logits():
+    logits = torch.tensor([[1000.0, 0.0, -1000.0], [0.0, 2000.0, 5.0]], dtype=F64)
+    y = torch.tensor([2, 1])
+    leaf = logits.clone().requires_grad_()
+    ref = F.cross_entropy(leaf, y)
+    ref.backward()
+    assert torch.isfinite(S.cross_entropy(logits, y))
+    torch.testing.assert_close(S.cross_entropy(logits, y), ref.detach())
+    torch.testing.assert_close(S.cross_entropy_grad(logits, y), leaf.grad)
+    torch.testing.assert_close(S.softmax(logits).sum(1), torch.ones(2, dtype=F64))
+
+
+def test_bad_inputs_raise_value_errors_that_say_what_to_do():
+    params = S.init_mlp(seed=0)
+    with pytest.raises(ValueError, match="features"):
+        S.mlp_forward(params, torch.zeros(2, 100))
+    with pytest.raises(ValueError, match="class indices"):
+        S.cross_entropy(torch.zeros(2, 10), torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match="class indices"):
+        S.cross_entropy(torch.zeros(2, 10), torch.zeros(2, 10))
+    with pytest.raises(ValueError, match="lr"):
+        S.SGD([torch.zeros(2)], lr=0.0)
+    with pytest.raises(ValueError, match="momentum"):
+        S.Momentum([torch.zeros(2)], lr=0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="one gradient per parameter"):
+        S.SGD([torch.zeros(2)], lr=0.1).step([])
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        S.make_optimizer("adagrad", [torch.zeros(2)], lr=0.1)
+
+
+# --- optimizers -------------------------------------------------------------------------------
+
+def _trajectories(make_torch, make_scratch, steps: int = 100):
+    """Parameters after every step of a torch.optim and a scratch optimizer on the same MLP loss."""
+    params = S.init_mlp(20, 16, 5, seed=7, dtype=F64)
+    X, y = _batch(64, 20, 5, 7)
+    ref = [params[k].clone().requires_grad_() for k in S.PARAM_NAMES]
+    mine = [params[k].clone() for k in S.PARAM_NAMES]
+    torch_opt, scratch_opt = make_torch(ref), make_scratch(mine)
+    out_ref, out_mine = [], []
+    for _ in range(steps):
+        torch_opt.zero_grad()
+        _autograd_loss(ref, X, y).backward()
+        torch_opt.step()
+        leaves = [p.clone().requires_grad_() for p in mine]
+        scratch_opt.step(torch.autograd.grad(_autograd_loss(leaves, X, y), leaves))
+        out_ref.append(torch.cat([p.detach().flatten() for p in ref]))
+        out_mine.append(torch.cat([p.flatten() for p in mine]))
+    return torch.stack(out_ref), torch.stack(out_mine)  # (steps, num_parameters) each
+
+
+def _autograd_loss(p, X, y):
+    return F.cross_entropy(torch.relu(X @ p[0] + p[1]) @ p[2] + p[3], y)
+
+
+CASES = {
+    "sgd": (lambda p: torch.optim.SGD(p, lr=0.1), lambda p: S.SGD(p, lr=0.1)),
+    "momentum": (lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+                 lambda p: S.Momentum(p, lr=0.05, momentum=0.9)),
+    # the dampened form with lr equals PyTorch's convention with lr * (1 - momentum)
+    "dampened": (lambda p: torch.optim.SGD(p, lr=0.5 * (1 - 0.9), momentum=0.9),
+                 lambda p: S.DampenedMomentum(p, lr=0.5, momentum=0.9)),
+    "adam": (lambda p: torch.optim.Adam(p, lr=0.01), lambda p: S.Adam(p, lr=0.01)),
+    "adam_l2": (lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+                lambda p: S.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+    "adamw": (lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+              lambda p: S.AdamW(p, lr=0.01, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_scratch_optimizers_reproduce_torch_optim_over_100_steps(name):
+    ref, mine = _trajectories(*CASES[name])
+    assert (ref[-1] - ref[0]).abs().max() > 1e-2  # the parameters really moved
+    torch.testing.assert_close(mine, ref)
+
+
+def test_adam_without_bias_correction_does_not_match():
+    ref, mine = _trajectories(lambda p: torch.optim.Adam(p, lr=0.01),
+                              lambda p: S.Adam(p, lr=0.01, bias_correction=False), steps=5)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(mine, ref)
+
+
+def test_adams_first_step_moves_every_coordinate_by_lr():
+    p = torch.tensor([1.0, -2.0, 3.0], dtype=F64)
+    g = torch.tensor([0.5, -3.0, 1e-3], dtype=F64)
+    S.Adam([p], lr=0.1).step([g])  # bias-corrected: m̂ = g, v̂ = g², so the step is lr sign(g)
+    torch.testing.assert_close(p, torch.tensor([0.9, -1.9, 2.9], dtype=F64), rtol=0, atol=1e-6)
+
+
+def test_adam_l2_and_adamw_decoupled_decay_differ_as_in_torch():
+    wd = 0.1
+    ref_adam, adam = _trajectories(lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=wd),
+                                   lambda p: S.Adam(p, lr=0.01, weight_decay=wd))
+    ref_adamw, adamw = _trajectories(lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=wd),
+                                     lambda p: S.AdamW(p, lr=0.01, weight_decay=wd))
+    assert (adam - adamw).abs().max() > 1e-3  # L2 through m and v is not decoupled decay
+    torch.testing.assert_close(adam - adamw, ref_adam - ref_adamw)
+
+
+def test_gradient_descent_on_the_quadratic_follows_the_closed_form():
+    lr, steps = 0.035, 30  # stable below 2 / 50: y flips sign each step, x creeps
+    path = S.optimize_path(S.quadratic_grad, (2.0, 1.0), lambda p: S.SGD(p, lr=lr), steps)
+    t = torch.arange(steps + 1, dtype=F64)
+    expected = torch.stack([2.0 * (1 - lr * 1.0) ** t, 1.0 * (1 - lr * 50.0) ** t], dim=1)
+    assert path.shape == (steps + 1, 2)
+    torch.testing.assert_close(path, expected)
+
+
+@pytest.mark.parametrize("f,grad", [(S.quadratic, S.quadratic_grad),
+                                    (S.rosenbrock, S.rosenbrock_grad)])
+def test_test_function_gradients_equal_autograd(f, grad):
+    P = torch.randn(7, 2, dtype=F64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    f(P).sum().backward()
+    torch.testing.assert_close(grad(P.detach()), P.grad)
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def test_scratch_fit_equals_dl_fit_with_torch_sgd(tiny_splits):
+    model = dl.MLP()
+    params = S.params_from_module(model)
+    run = S.fit(params, S.SGD(list(params.values()), lr=0.05), tiny_splits, num_epochs=3,
+                batch_size=50, seed=1)
+    history = dl.fit(model, tiny_splits, torch.optim.SGD(model.parameters(), lr=0.05),
+                     num_epochs=3, batch_size=50, seed=1)
+    assert len(run.step_losses) == 3 * 8 and run.history.num_epochs == 3
+    assert run.history.train_loss[-1] < run.history.train_loss[0]
+    for k, v in S.params_from_module(model).items():
+        torch.testing.assert_close(run.params[k], v, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(run.history.val_acc), torch.tensor(history.val_acc))
+
+
+def test_evaluate_counts_correct_predictions():
+    params = S.init_mlp(4, 3, 2, seed=0, dtype=F64)
+    X, y = _batch(10, 4, 2, 0)
+    logits, _ = S.mlp_forward(params, X)
+    loss, acc = S.evaluate(params, X, y, batch_size=3)
+    assert acc == (logits.argmax(1) == y).double().mean().item()
+    assert abs(loss - F.cross_entropy(logits, y).item()) < 1e-12
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+def test_optimizer_paths_plot_one_line_per_path():
+    paths = {"a": torch.zeros(5, 2), "b": torch.ones(300, 2)}
+    ax = dl.plotting.plot_optimizer_paths(S.rosenbrock, paths, (-2, 2), (-1, 3), log_levels=True,
+                                          minimum=(1, 1))
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "minimum"]
+    assert ax.lines[0].get_marker() == "o" and ax.lines[1].get_marker() in (None, "None", "")
+    plt.close("all")
+
+
+def test_loss_curves_smooth_with_a_moving_average():
+    _, ax = plt.subplots()
+    out = dl.plotting.plot_loss_curves({"x": [1.0, 3.0, 5.0, 7.0]}, ax=ax, smooth=2)
+    assert out is ax
+    assert list(ax.lines[0].get_xdata()) == [2, 3, 4]
+    assert list(ax.lines[0].get_ydata()) == [2.0, 4.0, 6.0]
+    with pytest.raises(ValueError, match="smooth"):
+        dl.plotting.plot_loss_curves({"x": [1.0]}, smooth=0)
+    plt.close("all")
