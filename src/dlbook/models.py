@@ -141,7 +141,7 @@ MODELS = {"mlp": MLP, "cnn": CNN, "rnn": RNNClassifier, "lstm": LSTMClassifier,
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    """A fresh model by name ('mlp' or 'cnn')."""
+    """A fresh model by name: one of MODELS ('mlp', 'cnn', 'rnn', 'lstm', 'transformer')."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](**kwargs)
