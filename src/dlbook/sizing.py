@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import count_parameters
 
 
 @dataclass(frozen=True)
