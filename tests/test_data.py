@@ -104,6 +104,10 @@ def test_mirror_that_is_not_a_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DLBOOK_MNIST_MIRROR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="is not a folder"):
         dl.ensure_mnist(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLBOOK_MNIST_MIRROR", "../shared/data/MNIST/raw")
+    with pytest.raises(DataError, match="relative path .* give an absolute path"):
+        dl.ensure_mnist(tmp_path / "data")
 
 
 def test_shuffled_batches_cover_every_sample_once():

@@ -40,17 +40,24 @@ def test_runs_a_chapter_with_parameters_and_writes_a_report(chapters, tmp_path):
     assert run["chapter"] == "a_good" and run["status"] == "ok" and run["device"] == "cpu"
     assert run["parameters"] == {"device": "cpu", "smoke": True}
     assert run["wall_seconds"] > 0 and run["peak_memory_mb"] > 10
+    assert str(tmp_path) not in (out / "a_good.ipynb").read_text()  # no machine paths committed
+    assert executed.metadata["papermill"]["input_path"] == "a_good.ipynb"
 
 
-def test_failure_names_chapter_and_cell_and_keeps_the_original(chapters, tmp_path, capsys):
+def test_failure_names_chapter_and_cell_and_keeps_the_original(chapters, tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setattr(execute, "repo_root", lambda: tmp_path)  # the build folder goes here
     bad = _notebook(chapters / "b_bad.ipynb", 'raise RuntimeError("boom")')
     before = bad.read_text()
     code = execute.main(["--chapters-dir", str(chapters), "--inplace"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 1
     assert "chapter b_bad failed at cell 2 (`raise RuntimeError(\"boom\")`): RuntimeError: boom" in err
     assert bad.read_text() == before  # a failed run never replaces the chapter
-    assert (chapters / "b_bad.failed.ipynb").is_file()
+    assert not (chapters / "b_bad.failed.ipynb").exists()  # nbval would collect it there
+    assert (tmp_path / "_build" / "executed" / "b_bad.failed.ipynb").is_file()
+    assert "the failed run is kept in" in captured.out
 
 
 def test_unavailable_device_is_a_clear_error(chapters, capsys, monkeypatch):
@@ -87,7 +94,8 @@ def test_book_chapters_follow_the_toc():
     assert "mnist_implementation" in names
 
 
-def test_inplace_with_default_parameters_adds_no_cell(chapters):
+def test_inplace_with_default_parameters_adds_no_cell(chapters, tmp_path, monkeypatch):
+    monkeypatch.setattr(execute, "repo_root", lambda: tmp_path)  # the report goes here
     assert execute.main(["--chapters-dir", str(chapters), "--inplace"]) == 0
     nb = nbformat.read(chapters / "a_good.ipynb", as_version=4)
     assert len(nb.cells) == 3  # no papermill "injected-parameters" cell

@@ -26,6 +26,13 @@ def test_onnx_matches_eager_with_any_batch_size(trained_cnn, onnx_file, mnist):
         assert result["max_abs_diff"] < 1e-4 and result["same_prediction"] == 1.0
 
 
+def test_onnx_file_is_reproducible_and_leaks_no_paths(trained_cnn, onnx_file, tmp_path):
+    data = onnx_file.read_bytes()
+    assert b"stack_trace" not in data and dl.export.__file__.encode() not in data
+    again = export.export_onnx(trained_cnn, tmp_path / "again.onnx")
+    assert again.read_bytes() == data  # same weights, same bytes
+
+
 def test_int8_model_is_smaller_and_close(trained_cnn, onnx_file, mnist):
     int8 = export.quantize_int8(onnx_file, onnx_file.with_name("cnn.int8.onnx"))
     assert int8.stat().st_size < 0.4 * onnx_file.stat().st_size

@@ -42,7 +42,9 @@ def md5sum(path: Path) -> str:
 def _copy_from_mirror(mirror: Path, raw: Path) -> None:
     """Copy verified archives from the mirror into raw/, atomically (never a half-written file)."""
     if not mirror.is_dir():
-        raise DataError(f"{MIRROR_ENV}={mirror} is not a folder; point it at the folder "
+        hint = ("" if mirror.is_absolute() else f" (a relative path is read from the current "
+                f"folder, here {Path.cwd()}; notebooks run from chapters/, so give an absolute path)")
+        raise DataError(f"{MIRROR_ENV}={mirror} is not a folder{hint}; point it at the folder "
                         "holding the four MNIST .gz files, or unset it.")
     raw.mkdir(parents=True, exist_ok=True)
     for name, md5 in mnist_files().items():

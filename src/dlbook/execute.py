@@ -122,8 +122,12 @@ def _default(parameter: dict):
 
 
 def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
-                device: str = "-") -> ChapterRun:
-    """Execute one chapter into `output`; never leaves a failed run in place of the chapter."""
+                device: str = "-", failed_dir: Path | None = None) -> ChapterRun:
+    """Execute one chapter into `output`; a failed run goes to `failed_dir`, never over it.
+
+    `failed_dir` defaults to the output's folder; for `--inplace` runs the caller passes the
+    build folder, so that nbval and the book never pick up a half-run notebook.
+    """
     tic = time.perf_counter()
     status, error = "ok", ""
     with tempfile.TemporaryDirectory() as scratch, PeakMemory() as memory:
@@ -138,15 +142,29 @@ def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
             error = f"cell {index} (`{first_line[:60]}`): {err.ename}: {err.evalue}"
         except Exception as err:  # kernel died, timeout, unreadable notebook
             status, error = "failed", f"{type(err).__name__}: {err}"
-        # Success replaces the output atomically; a failed run is kept beside it, never over it.
-        target = output if status == "ok" else output.with_name(output.stem + ".failed.ipynb")
+        # Success replaces the output atomically; a failed run is kept for inspection elsewhere.
+        target = (output if status == "ok"
+                  else (failed_dir or output.parent) / f"{output.stem}.failed.ipynb")
         if tmp.exists():
             part = target.with_name(f".{target.name}.part")
             shutil.copyfile(tmp, part)
+            _drop_local_paths(part, path.name)
             os.replace(part, target)
     return ChapterRun(path.stem, device, parameters,
                       round(time.perf_counter() - tic, 2), round(memory.peak / 2**20, 1),
                       status, error)
+
+
+def _drop_local_paths(notebook: Path, name: str) -> None:
+    """Replace papermill's absolute input/output paths (this machine's layout) by the file name."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in meta:
+            meta[key] = name
+    nbformat.write(nb, notebook)
 
 
 def chapter_cell_index(executed: Path, index: int) -> int:
@@ -195,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         params = chapter_parameters(path, args.device, args.smoke)
         output = path if args.inplace else out_dir / path.name
         print(f"running {path.stem} with {params} ...", flush=True)
-        runs.append(run_chapter(path, output, params, args.timeout, device))
+        runs.append(run_chapter(path, output, params, args.timeout, device, report_dir))
         run = runs[-1]
+        kept = report_dir / f"{path.stem}.failed.ipynb"
         print(f"  {run.status} in {run.wall_seconds:.1f} s, peak memory {run.peak_memory_mb:.0f} MB"
-              + (f"\n  FAILED at {run.error}" if run.error else ""), flush=True)
+              + (f"\n  FAILED at {run.error}" if run.error else "")
+              + (f"\n  the failed run is kept in {kept}" if run.error and kept.exists() else ""),
+              flush=True)
     report = report_dir / "run-report.json"
     report.write_text(json.dumps({"device_requested": args.device, "resolved": device,
                                   "runs": [asdict(r) for r in runs]}, indent=1))
