@@ -100,3 +100,14 @@ def test_default_folders_are_in_the_repo_not_the_working_directory(monkeypatch, 
     repo = runtime.repo_root()
     assert repo is not None and (repo / "_toc.yml").is_file()
     assert dl.data_dir() == repo / "data"
+
+
+def test_file_digest_matches_hashlib_across_chunks(tmp_path):
+    import hashlib
+    import os
+
+    path = tmp_path / "blob"
+    data = os.urandom(3 * (1 << 20) + 7)  # three full 1 MiB chunks and a tail
+    path.write_bytes(data)
+    for algorithm in ("md5", "sha256"):
+        assert runtime.file_digest(path, algorithm) == hashlib.new(algorithm, data).hexdigest()

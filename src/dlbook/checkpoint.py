@@ -1,7 +1,6 @@
 """Checkpoints without pickle: tensors in safetensors, everything else in JSON beside them."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from .runtime import file_digest
 
 FORMAT = "dlbook-checkpoint/1"
 
@@ -25,15 +26,6 @@ def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
-
-
-def sha256sum(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -63,7 +55,7 @@ def save_checkpoint(path: Path | str, model: nn.Module, meta: dict | None = None
         from dataclasses import asdict
         record["history"] = asdict(history)
     _atomic_write(tensors_path, lambda p: save_file(tensors, str(p)))
-    record["sha256"] = sha256sum(tensors_path)
+    record["sha256"] = file_digest(tensors_path)
     _atomic_write(meta_path, lambda p: p.write_text(json.dumps(record, indent=1)))
     return tensors_path
 
@@ -80,7 +72,7 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, Tensor], dict]:
         raise CheckpointError(f"checkpoint metadata {meta_path} is not valid JSON ({err})") from None
     if record.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a {FORMAT} checkpoint")
-    if sha256sum(tensors_path) != record.get("sha256"):
+    if file_digest(tensors_path) != record.get("sha256"):
         raise CheckpointError(f"{tensors_path} does not match the SHA-256 in {meta_path.name}: "
                               "it was truncated or modified; refusing to load it")
     try:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from .runtime import data_dir
+from .runtime import data_dir, file_digest
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the 60k training images in [0, 1]
 NUM_VAL = 5_000  # the last 5,000 training images are the fixed validation split
@@ -30,15 +29,6 @@ def mnist_files() -> dict[str, str]:
     return dict(datasets.MNIST.resources)
 
 
-def md5sum(path: Path) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _copy_from_mirror(mirror: Path, raw: Path) -> None:
     """Copy verified archives from the mirror into raw/, atomically (never a half-written file)."""
     if not mirror.is_dir():
@@ -51,7 +41,7 @@ def _copy_from_mirror(mirror: Path, raw: Path) -> None:
         source, target = mirror / name, raw / name
         if target.exists() or not source.exists():
             continue
-        if md5sum(source) != md5:
+        if file_digest(source, "md5") != md5:
             raise DataError(f"corrupted MNIST file in the mirror: {source} (MD5 mismatch). "
                             "Replace it with the official file.")
         part = target.with_name(target.name + ".part")
@@ -63,7 +53,7 @@ def _check_archives(raw: Path) -> None:
     """Raise naming the first archive in raw/ whose MD5 is wrong."""
     for name, md5 in mnist_files().items():
         path = raw / name
-        if path.exists() and md5sum(path) != md5:
+        if path.exists() and file_digest(path, "md5") != md5:
             raise DataError(f"corrupted MNIST file: {path} (MD5 mismatch with torchvision's). "
                             "Delete it and run again to fetch a fresh copy.")
 

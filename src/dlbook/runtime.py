@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import random
 from dataclasses import dataclass
@@ -66,6 +67,15 @@ def _home_folder(env: str, name: str) -> Path:
 def data_dir() -> Path:
     """Where data sets live: $DLBOOK_DATA_DIR or <repo>/data."""
     return _home_folder("DLBOOK_DATA_DIR", "data")
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (md5, sha256, ...), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def artifacts_dir() -> Path:
