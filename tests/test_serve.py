@@ -185,6 +185,19 @@ def test_refuses_a_model_folder_that_is_not_a_package(tmp_path):
     assert r.returncode == 2 and "cannot load the model" in r.stderr
 
 
+def test_refuses_a_model_normalized_differently(package, tmp_path):
+    import shutil
+
+    altered = shutil.copytree(package, tmp_path / "pkg")
+    card_file = altered / "model.json"
+    record = json.loads(card_file.read_text())
+    record["meta"]["input"]["normalization"] = {"mean": 0.5, "std": 0.5}
+    card_file.write_text(json.dumps(record))
+    r = subprocess.run([sys.executable, "-m", "dlbook.serve", "--model", str(altered)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "normalized with {'mean': 0.5, 'std': 0.5}" in r.stderr
+
+
 def test_bounded_concurrent_load(server, mnist):
     """1,000 requests, 16 at a time, against loopback only: zero errors; report p50 and p99."""
     payload = {"pixels": pixels_of(mnist, 3).tolist()}

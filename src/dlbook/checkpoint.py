@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -86,14 +86,30 @@ def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_weights(path: Path | str, model: nn.Module) -> dict:
-    """Load a checkpoint's weights into `model` (strictly); return its metadata."""
-    tensors, record = load_checkpoint(path)
+def _load_state(model: nn.Module, tensors: dict[str, Tensor], path: Path | str) -> None:
+    """Copy a checkpoint's model tensors into `model`, strictly."""
     try:
         model.load_state_dict(_strip(tensors, "model."), strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}: {err}") from None
+
+
+def load_weights(path: Path | str, model: nn.Module) -> dict:
+    """Load a checkpoint's weights into `model` (strictly); return its metadata."""
+    tensors, record = load_checkpoint(path)
+    _load_state(model, tensors, path)
     return record["meta"]
+
+
+def load_model(path: Path | str, build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict]:
+    """Verify and read the checkpoint once, build the model from its metadata, load its weights.
+
+    Returns (model, record); `build` maps the saved metadata to a fresh model.
+    """
+    tensors, record = load_checkpoint(path)
+    model = build(record["meta"])
+    _load_state(model, tensors, path)
+    return model, record
 
 
 def load_training_state(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer,

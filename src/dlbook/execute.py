@@ -9,7 +9,6 @@ import argparse
 import ast
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -143,28 +142,31 @@ def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
         except Exception as err:  # kernel died, timeout, unreadable notebook
             status, error = "failed", f"{type(err).__name__}: {err}"
         # Success replaces the output atomically; a failed run is kept for inspection elsewhere.
-        target = (output if status == "ok"
-                  else (failed_dir or output.parent) / f"{output.stem}.failed.ipynb")
+        target = output if status == "ok" else failed_copy(failed_dir or output.parent, path)
         if tmp.exists():
             part = target.with_name(f".{target.name}.part")
-            shutil.copyfile(tmp, part)
-            _drop_local_paths(part, path.name)
+            _write_without_local_paths(tmp, part, path.name)
             os.replace(part, target)
     return ChapterRun(path.stem, device, parameters,
                       round(time.perf_counter() - tic, 2), round(memory.peak / 2**20, 1),
                       status, error)
 
 
-def _drop_local_paths(notebook: Path, name: str) -> None:
-    """Replace papermill's absolute input/output paths (this machine's layout) by the file name."""
+def failed_copy(folder: Path, chapter: Path) -> Path:
+    """Where a failed run of `chapter` is kept."""
+    return folder / f"{chapter.stem}.failed.ipynb"
+
+
+def _write_without_local_paths(executed: Path, target: Path, name: str) -> None:
+    """Copy an executed notebook, with papermill's absolute input/output paths made `name`."""
     import nbformat
 
-    nb = nbformat.read(notebook, as_version=4)
+    nb = nbformat.read(executed, as_version=4)
     meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
         if key in meta:
             meta[key] = name
-    nbformat.write(nb, notebook)
+    nbformat.write(nb, target)
 
 
 def chapter_cell_index(executed: Path, index: int) -> int:
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {path.stem} with {params} ...", flush=True)
         runs.append(run_chapter(path, output, params, args.timeout, device, report_dir))
         run = runs[-1]
-        kept = report_dir / f"{path.stem}.failed.ipynb"
+        kept = failed_copy(report_dir, path)
         print(f"  {run.status} in {run.wall_seconds:.1f} s, peak memory {run.peak_memory_mb:.0f} MB"
               + (f"\n  FAILED at {run.error}" if run.error else "")
               + (f"\n  the failed run is kept in {kept}" if run.error and kept.exists() else ""),

@@ -21,36 +21,15 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
         program = torch.onnx.export(model, example, dynamo=True, input_names=["X"],
                                     output_names=["logits"],
                                     dynamic_shapes={"X": {0: torch.export.Dim("batch")}})
+    # The exporter tags every node with debug metadata, including stack traces with this
+    # machine's file paths: drop it, so the file leaks no paths and the same weights give the
+    # same bytes wherever the repository is cloned.
+    for graph in (program.model.graph, *program.model.functions.values()):
+        for node in graph.all_nodes():  # subgraphs included
+            node.metadata_props.clear()
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
-    strip_debug_metadata(path)
     return path
-
-
-def strip_debug_metadata(path: Path) -> Path:
-    """Drop the exporter's per-node debug metadata (stack traces with this machine's file paths).
-
-    Without this the file leaks the build machine's paths, and its size depends on where the
-    repository was cloned; with it, the same weights give the same bytes on any machine.
-    """
-    import onnx
-
-    model = onnx.load(str(path))
-    for node in _all_nodes(model.graph.node, *[f.node for f in model.functions]):
-        del node.metadata_props[:]
-    onnx.save(model, str(path))
-    return path
-
-
-def _all_nodes(*node_lists):
-    """Every node in the given lists and, recursively, in their subgraphs (If, Loop, Scan)."""
-    for nodes in node_lists:
-        for node in nodes:
-            yield node
-            for attr in node.attribute:
-                subgraphs = [attr.g] if attr.HasField("g") else list(attr.graphs)
-                for graph in subgraphs:
-                    yield from _all_nodes(graph.node)
 
 
 def ort_session(path: Path, threads: int | None = None):

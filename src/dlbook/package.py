@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import CheckpointError, load_model, save_checkpoint
 from .data import MNIST_MEAN, MNIST_STD, NUM_VAL, mnist_files
 from .models import build_model, count_parameters
 from .zoo import Recipe
@@ -27,7 +27,6 @@ def model_card(model: nn.Module, recipe: Recipe, metrics: dict, version: str) ->
                   "pixels": "white ink on black, in [0, 1], digit centred by centre of mass "
                             "in a 20x20 box, then standardized",
                   "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD}},
-        "normalization": [MNIST_MEAN, MNIST_STD],
         "output": {"shape": ["batch", 10], "meaning": "logits of the digits 0-9"},
         "metrics": metrics,
         "data": {"dataset": "MNIST (LeCun, Cortes and Burges)",
@@ -54,10 +53,7 @@ def load_package(folder: Path | str, device: torch.device | str = "cpu") -> tupl
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder {folder} does not exist")
-    _, record = load_checkpoint(folder / WEIGHTS)
-    card = record["meta"]
-    arch = card["architecture"]
-    model = build_model(arch["model"], **arch["model_kwargs"])
-    load_weights(folder / WEIGHTS, model)
-    card = {**card, "sha256": record["sha256"]}
-    return model.to(device).eval(), card
+    model, record = load_model(folder / WEIGHTS,
+                               lambda card: build_model(card["architecture"]["model"],
+                                                        **card["architecture"]["model_kwargs"]))
+    return model.to(device).eval(), {**record["meta"], "sha256": record["sha256"]}

@@ -18,6 +18,10 @@ class InputError(ValueError):
     """The input cannot be turned into a digit image; the message says why."""
 
 
+class NoDigitError(InputError):
+    """A valid image that holds no ink: well-formed, but nothing to classify."""
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """PNG/JPEG bytes -> (H, W) float32 grayscale in [0, 1]; raises InputError on bad data."""
     if not data:
@@ -45,7 +49,7 @@ def to_mnist_format(pixels: np.ndarray) -> np.ndarray:
         pixels = 1.0 - pixels
     ink = pixels > INK_THRESHOLD
     if not ink.any():
-        raise InputError("the image contains no digit (no ink found)")
+        raise NoDigitError("the image contains no digit (no ink found)")
     rows, cols = np.nonzero(ink)
     crop = pixels[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     scale = 20.0 / max(crop.shape)

@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .checkpoint import CheckpointError
 from .package import load_package
-from .preprocess import InputError, check_array, image_to_input, normalize_pixels
+from .data import MNIST_MEAN, MNIST_STD
+from .preprocess import InputError, NoDigitError, check_array, image_to_input, normalize_pixels
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # 8 MiB: a phone photo, or a full batch of JSON pixels
 MAX_BATCH = 256
@@ -90,8 +91,10 @@ def _image(data: bytes, kind: str | None) -> torch.Tensor:
         raise RequestError(415, f"unsupported upload type {kind!r}; send a PNG or JPEG")
     try:
         return image_to_input(data)
-    except InputError as err:
-        raise RequestError(422 if "no digit" in str(err) else 400, str(err)) from None
+    except NoDigitError as err:  # a valid image with nothing to classify
+        raise RequestError(422, str(err)) from None
+    except InputError as err:  # not decodable as a PNG or JPEG
+        raise RequestError(400, str(err)) from None
 
 
 def _pixels(values: object, batch: bool) -> torch.Tensor:
@@ -109,6 +112,10 @@ def _pixels(values: object, batch: bool) -> torch.Tensor:
 def create_app(model_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
     """The service: GET /health, POST /predict, POST /predict/batch."""
     model, card = load_package(model_dir)
+    applied = {"mean": MNIST_MEAN, "std": MNIST_STD}  # what preprocess.normalize_pixels does
+    if card["input"]["normalization"] != applied:
+        raise CheckpointError(f"the model expects inputs normalized with "
+                              f"{card['input']['normalization']}; this service applies {applied}")
     version = f"{card['name']}:{card['version']}+{card['sha256'][:12]}"
     app = FastAPI(title="dlbook MNIST service", version=card["version"])
 
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="folder with model.safetensors and model.json")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per request")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (for the whole process)")
     parser.add_argument("--max-upload-bytes", type=int, default=MAX_UPLOAD_BYTES)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535 or args.threads < 1 or args.max_upload_bytes < 1:

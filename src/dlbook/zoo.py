@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, checkpoint_paths, load_weights, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_paths, load_model, save_checkpoint
 from .data import MNIST_MEAN, MNIST_STD, MNISTSplits, load_mnist
 from .models import build_model
 from .runtime import artifacts_dir, seed_everything
@@ -93,13 +93,9 @@ def save_trained(trained: TrainedModel, test_acc: float, path: Path | None = Non
 
 def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from a saved checkpoint's recipe and load its weights."""
-    from .checkpoint import load_checkpoint
-
-    _, record = load_checkpoint(path)
-    recipe = record["meta"]["recipe"]
-    model = build_model(recipe["model"], **recipe["model_kwargs"])
-    meta = load_weights(path, model)
-    return model.to(device).eval(), meta
+    model, record = load_model(path, lambda meta: build_model(meta["recipe"]["model"],
+                                                              **meta["recipe"]["model_kwargs"]))
+    return model.to(device).eval(), record["meta"]
 
 
 def trained_model(name: str, device: torch.device | str = "cpu", data: MNISTSplits | None = None,
