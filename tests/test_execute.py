@@ -100,3 +100,38 @@ def test_inplace_with_default_parameters_adds_no_cell(chapters, tmp_path, monkey
     nb = nbformat.read(chapters / "a_good.ipynb", as_version=4)
     assert len(nb.cells) == 3  # no papermill "injected-parameters" cell
     assert nb.cells[2].outputs[0]["text"] == "42\n"
+
+
+def test_smoke_inplace_is_refused(capsys):
+    with pytest.raises(SystemExit) as err:
+        execute.main(["--smoke", "--inplace"])
+    assert err.value.code == 2
+    assert "would replace the chapters' full-run outputs" in capsys.readouterr().err
+
+
+def test_machine_summary_names_cpu_kernels_and_versions():
+    info = execute.machine_summary("cpu")
+    assert info["cpu"] and info["threads"] >= 1 and info["torch"].startswith("2.")
+    assert info["aten_cpu_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256"}
+    assert "gpu" not in info
+
+
+def test_inplace_runs_are_recorded_by_chapter_and_the_report_page_refreshed(tmp_path):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: chapters/a_good\nchapters:\n"
+                                       "  - file: chapters/b_old\n  - file: chapters/running\n")
+    _notebook(chapters / "a_good.ipynb", "print(21 * factor)")
+    page = _notebook(chapters / "running.ipynb",
+                     'import json\nprint([r["chapter"] + ":" + str(r["wall_seconds"]) '
+                     'for r in json.load(open("run-report.json"))["runs"]])')
+    old = {"chapter": "b_old", "wall_seconds": 5.0}
+    (chapters / "run-report.json").write_text(json.dumps(
+        {"runs": [old, {"chapter": "a_good", "wall_seconds": 1.0}]}))
+    run = execute.ChapterRun("a_good", "cpu", {}, 2.5, 100.0, "ok")
+    execute.record_inplace_runs(tmp_path, [run], timeout=None)
+    runs = json.loads((chapters / "run-report.json").read_text())["runs"]
+    assert [r["chapter"] for r in runs] == ["a_good", "b_old"]  # the book's order
+    assert runs[0]["wall_seconds"] == 2.5 and runs[1] == old  # replaced by chapter, rest kept
+    shown = nbformat.read(page, as_version=4).cells[2].outputs[0]["text"]
+    assert shown == "['a_good:2.5', 'b_old:5.0']\n"

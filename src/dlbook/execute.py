@@ -2,6 +2,9 @@
 
     python -m dlbook.execute [--device auto|cpu|cuda|mps] [--smoke]
                              [--inplace | --output-dir DIR] [CHAPTER ...]
+
+An `--inplace` run also records its lines in `chapters/run-report.json` (one line per chapter:
+the run that produced its stored outputs) and refreshes the page that shows it.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import argparse
 import ast
 import json
 import os
+import platform
 import sys
 import tempfile
 import threading
@@ -20,6 +24,8 @@ import papermill as pm
 import psutil
 
 from .runtime import DEVICES, repo_root, resolve_device
+
+REPORT_PAGE = "running"  # chapters/running.ipynb shows chapters/run-report.json
 
 
 @dataclass
@@ -33,6 +39,33 @@ class ChapterRun:
     peak_memory_mb: float  # peak resident memory of the kernel process
     status: str  # 'ok' or 'failed'
     error: str = ""
+    machine: dict | None = None  # where it ran: see machine_summary()
+    finished: str = ""  # UTC date and time
+
+
+def machine_summary(device: str) -> dict:
+    """CPU model and instruction sets, the kernels torch picked, threads, versions, GPU name."""
+    import torch
+
+    flags = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        text = cpuinfo.read_text(errors="replace")
+        model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                      if line.startswith("model name")), "")
+        flags = {f for line in text.splitlines() if line.startswith(("flags", "Features"))
+                 for f in line.split(":", 1)[1].split()}
+    else:
+        model = platform.processor()
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
+    info = {"cpu": model or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_flags": [f for f in wanted if f in flags],
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0],
+            "python": platform.python_version(), "os": platform.system()}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 class PeakMemory:
@@ -192,7 +225,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     parser.add_argument("--chapters-dir", type=Path, default=None,
                         help="run the notebooks of this folder instead of the book's (sorted by name)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.smoke and args.inplace:
+        parser.error("--smoke --inplace would replace the chapters' full-run outputs with smoke "
+                     "outputs; use --output-dir for a smoke run")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,17 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     root = repo_root() or Path.cwd()
     every = (sorted(args.chapters_dir.glob("*.ipynb")) if args.chapters_dir
              else toc_notebooks(root))
+    # The report page shows runs; it is refreshed after them, not measured among them.
+    every = [p for p in every if p.stem != REPORT_PAGE]
     chapters = find_chapters(args.chapters, every)
     out_dir = None if args.inplace else (args.output_dir or root / "_build" / "executed")
     report_dir = out_dir or root / "_build" / "executed"
     report_dir.mkdir(parents=True, exist_ok=True)
-    runs = []
+    runs, machine = [], machine_summary(device)
     for path in chapters:
         params = chapter_parameters(path, args.device, args.smoke)
         output = path if args.inplace else out_dir / path.name
         print(f"running {path.stem} with {params} ...", flush=True)
         runs.append(run_chapter(path, output, params, args.timeout, device, report_dir))
         run = runs[-1]
+        run.machine = machine
+        run.finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         kept = failed_copy(report_dir, path)
         print(f"  {run.status} in {run.wall_seconds:.1f} s, peak memory {run.peak_memory_mb:.0f} MB"
               + (f"\n  FAILED at {run.error}" if run.error else "")
@@ -227,10 +268,28 @@ def main(argv: list[str] | None = None) -> int:
                                   "runs": [asdict(r) for r in runs]}, indent=1))
     print(format_report(runs))
     print(f"report written to {report}")
+    if args.inplace and not args.chapters_dir:
+        record_inplace_runs(root, [r for r in runs if r.status == "ok"], args.timeout)
     failed = [r for r in runs if r.status != "ok"]
     for run in failed:
         print(f"error: chapter {run.chapter} failed at {run.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def record_inplace_runs(root: Path, runs: list[ChapterRun], timeout: int | None) -> None:
+    """Put these runs into chapters/run-report.json, by chapter, and refresh the report page."""
+    committed = root / "chapters" / "run-report.json"
+    lines = json.loads(committed.read_text())["runs"] if committed.is_file() else []
+    lines = {line["chapter"]: line for line in lines}
+    lines.update({run.chapter: asdict(run) for run in runs})
+    order = [p.stem for p in toc_notebooks(root)]
+    ordered = sorted(lines.values(), key=lambda l: order.index(l["chapter"])
+                     if l["chapter"] in order else len(order))
+    committed.write_text(json.dumps({"runs": ordered}, indent=1) + "\n")
+    page = root / "chapters" / f"{REPORT_PAGE}.ipynb"
+    if runs and page.is_file():
+        run = run_chapter(page, page, {}, timeout, failed_dir=root / "_build" / "executed")
+        print(f"{committed.relative_to(root)} updated; {page.stem} page: {run.status} {run.error}")
 
 
 def format_report(runs: list[ChapterRun]) -> str:
