@@ -1,4 +1,4 @@
-"""Shared fixtures (a private, offline MNIST folder) and the book's validation contract for nbval."""
+"""Shared fixtures (a private, offline MNIST folder) and the validation contract for nbval."""
 from __future__ import annotations
 
 import os

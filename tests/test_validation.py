@@ -133,7 +133,8 @@ def test_the_hook_inside_nbval(pytester):
                       exact=_notebook('print(101770)', [stream("101771\n")], []),
                       glued=_notebook('import dlbook as dl\ndl.glue("acc", 0.9827, "accuracy")',
                                       [glued("acc", "0.983", "accuracy")], []))
-    result = pytester.runpytest_subprocess("--nbval", "--nbval-current-env", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--nbval", "--nbval-current-env",
+                                           "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=2)
     out = result.stdout.str()
     assert "0.97 is too far from the stored 0.983" in out and "101771" in out
