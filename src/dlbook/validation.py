@@ -82,17 +82,18 @@ TOLERANCES: dict[str, Tolerance] = {
         "rare class). Such runs swing by up to a point between seeds and kernels.",
         gpu_atol=0.03),
     "metric": Tolerance(
-        0.002, 0.15, "A metric of a trained model other than accuracy: log loss, ECE, F1, AUC, "
-        "temperature, a train-test gap, a learning curve. Within 15% of the stored value "
-        "(plus 0.002 for values near zero): the shape of the claim, not its last digit.",
-        gpu_rtol=0.3),
+        0.003, 0.15, "A metric of a trained model other than accuracy: log loss, ECE, F1, AUC, "
+        "temperature, a train-test gap, a precision on a rare class. Within 15% of the stored "
+        "value, plus 0.003 for values near zero (an ECE of 0.004 moved by 0.002 between two "
+        "CPUs): the shape of the claim, not its last digit.", gpu_atol=0.006, gpu_rtol=0.3),
     "count": Tolerance(
         10.0, 0.25, "A count that depends on which images a trained model gets wrong: errors, "
         "disagreements between two models (McNemar), steps until a loss level. A few images "
         "more or less on another machine.", gpu_atol=20.0, gpu_rtol=0.5),
     "chaotic": Tolerance(
         math.inf, 0.0, "Moved a lot by a different reduction order: a trained RNN's gradient "
-        "ratio, a weight hash, a p-value of 1e-20, which pairs of classes are confused most. "
+        "ratio, a weight hash, a p-value, which pairs of classes are confused most, an "
+        "accuracy far outside the training distribution, a threshold set by a few images. "
         "Not compared; the chapter asserts what it claims about them.", compare=False),
     "machine": Tolerance(
         math.inf, 0.0, "Says where the chapter ran: the device (cpu, cuda, mps), thread count, "
