@@ -73,9 +73,8 @@ TOLERANCES: dict[str, Tolerance] = {
     "accuracy": Tolerance(
         0.003, 0.0, "Accuracy of a model trained on the full training set, measured on 5,000 "
         "validation or 10,000 test images. Another CPU reorders float sums, the weights drift "
-        "like those of another seed, and the accuracy moves by 1e-4 to 1e-3 (seed-to-seed "
-        "spread of these recipes: about 0.1 points). 0.3 points is three times that, and a "
-        "regression of half a point still fails."),
+        "as if from another seed, and the accuracy moves in its third or fourth decimal. "
+        "0.3 points covers that, and a regression of half a point still fails."),
     "subset-accuracy": Tolerance(
         0.015, 0.0, "Accuracy of a short or small-data run (a training subset, one to three "
         "epochs, an RNN or a small ViT), or on a small evaluation subset (2,000 images, a "
@@ -84,8 +83,8 @@ TOLERANCES: dict[str, Tolerance] = {
     "metric": Tolerance(
         0.003, 0.15, "A metric of a trained model other than accuracy: log loss, ECE, F1, AUC, "
         "temperature, a train-test gap, a precision on a rare class. Within 15% of the stored "
-        "value, plus 0.003 for values near zero (an ECE of 0.004 moved by 0.002 between two "
-        "CPUs): the shape of the claim, not its last digit.", gpu_atol=0.006, gpu_rtol=0.3),
+        "value, plus 0.003 for values near zero (an ECE of a few thousandths moves by about "
+        "0.002 between two floating-point paths): the shape of the claim, not its last digit.", gpu_atol=0.006, gpu_rtol=0.3),
     "count": Tolerance(
         10.0, 0.25, "A count that depends on which images a trained model gets wrong: errors, "
         "disagreements between two models (McNemar), steps until a loss level. A few images "
