@@ -3,6 +3,7 @@ outputs fail on any change; chaotic ones are not compared. Last, the hook inside
 import math
 
 import nbformat
+import numpy as np
 import pytest
 
 from dlbook import validation as V
@@ -103,7 +104,7 @@ def test_glue_writes_what_myst_nb_reads(monkeypatch):
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda data, raw, metadata: shown.append(
         (data, metadata)))
-    V.glue("cnn_test_acc", 0.994, "accuracy")
+    V.glue("cnn_test_acc", np.float64(0.994), "accuracy")  # numpy scalars become numbers
     V.glue("cnn_params", 421_738)
     (data, metadata), (_, exact_metadata) = shown
     assert data == {"application/papermill.record/text/plain": "0.994"}

@@ -172,6 +172,8 @@ def glue(name: str, value: Any, tol: str = "exact", display: bool = False) -> No
     from myst_nb.ext.glue import GLUE_PREFIX
 
     tolerance(tol)  # fail now, in the chapter, on a misspelt class
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # np.float64(0.98) -> 0.98: myst-nb formats Python numbers only
     bundle, metadata = IPython.core.formatters.format_display_data(value)
     prefix = "" if display else GLUE_PREFIX
     metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
