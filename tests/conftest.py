@@ -67,5 +67,4 @@ def tiny_splits():
     return dl.MNISTSplits(X[:400], y[:400], X[400:500], y[400:500], X[500:], y[500:])
 
 
-
 validation.install_nbval_hook()  # measured and chaotic outputs: see dlbook/validation.py
