@@ -1,4 +1,4 @@
-"""Shared fixtures (a private, offline MNIST folder) and the validation contract for nbval."""
+"""Shared fixtures: a private data folder seeded from the official MNIST archives, offline."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from torchvision import datasets
-
-from dlbook import validation
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVES = [name for name, _ in datasets.MNIST.resources]
@@ -65,6 +63,3 @@ def tiny_splits():
     X = torch.randn(600, 1, 28, 28, generator=g)
     y = (X.mean(dim=(1, 2, 3)) * 40).long().clamp(-4, 5) + 4  # labels depend on the image
     return dl.MNISTSplits(X[:400], y[:400], X[400:500], y[400:500], X[500:], y[500:])
-
-
-validation.install_nbval_hook()  # measured and chaotic outputs: see dlbook/validation.py

@@ -1,6 +1,9 @@
 """The validation contract: measured values pass within their tolerance, fail outside it; exact
 outputs fail on any change; chaotic ones are not compared. Last, the hook inside real nbval."""
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -139,3 +142,15 @@ def test_the_hook_inside_nbval(pytester):
     result.assert_outcomes(passed=2, failed=2)
     out = result.stdout.str()
     assert "0.97 is too far from the stored 0.983" in out and "101771" in out
+
+
+def test_the_repository_applies_the_contract_to_a_single_notebook(tmp_path):
+    """`pytest --nbval one.ipynb` from the repository uses the tolerances, not only the suite."""
+    repo = Path(__file__).resolve().parents[1]
+    notebook = tmp_path / "one.ipynb"
+    notebook.write_text(_notebook('print("test accuracy 0.9827")',
+                                  [stream("test accuracy 0.9830\n")], ["tolerance:accuracy"]))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-c", str(repo / "pyproject.toml"),
+                          "--rootdir", str(repo), "--nbval", str(notebook)],
+                         cwd=repo, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:]

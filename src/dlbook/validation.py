@@ -85,7 +85,8 @@ TOLERANCES: dict[str, Tolerance] = {
         0.003, 0.15, "A metric of a trained model other than accuracy: log loss, ECE, F1, AUC, "
         "temperature, a train-test gap, a precision on a rare class. Within 15% of the stored "
         "value, plus 0.003 for values near zero (an ECE of a few thousandths moves by about "
-        "0.002 between two floating-point paths): the shape of the claim, not its last digit.", gpu_atol=0.006, gpu_rtol=0.3),
+        "0.002 between two floating-point paths): the shape of the claim, not its last digit.",
+        gpu_atol=0.006, gpu_rtol=0.3),
     "count": Tolerance(
         10.0, 0.25, "A count that depends on which images a trained model gets wrong: errors, "
         "disagreements between two models (McNemar), steps until a loss level. A few images "
@@ -243,6 +244,15 @@ def compare_outputs(cell: dict[str, Any], stored: list[dict], fresh: list[dict],
         problems += _compare_lists(rest_old, rest_new, lambda o: tolerance(cell_tol), sanitize,
                                    accelerator, skip, lambda o: f"output ({cell_tol})")
     return problems, [], []
+
+
+def pytest_configure(config) -> None:
+    """Entry point of this module as a pytest plugin (`-p dlbook.validation` in pyproject.toml).
+
+    Registered for every run from the repository, so that `pytest --nbval chapters/x.ipynb`
+    follows the same contract as the whole suite.
+    """
+    install_nbval_hook()
 
 
 def install_nbval_hook() -> None:
