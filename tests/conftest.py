@@ -1,4 +1,5 @@
 """Shared fixtures: a private data folder seeded from the official MNIST archives, offline."""
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,18 @@ ARCHIVES = [name for name, _ in datasets.MNIST.resources]
 
 def find_mnist_archives() -> Path:
     """A folder holding the four official .gz files: $DLBOOK_MNIST_MIRROR, data/, or ../shared."""
-    candidates = [os.environ.get("DLBOOK_MNIST_MIRROR", ""), REPO / "data" / "MNIST" / "raw",
-                  REPO.parent / "shared" / "data" / "MNIST" / "raw"]
+    candidates = [
+        os.environ.get("DLBOOK_MNIST_MIRROR", ""),
+        REPO / "data" / "MNIST" / "raw",
+        REPO.parent / "shared" / "data" / "MNIST" / "raw",
+    ]
     for folder in candidates:
         if folder and all((Path(folder) / name).is_file() for name in ARCHIVES):
             return Path(folder)
-    pytest.fail("the MNIST archives are needed for the data tests: set DLBOOK_MNIST_MIRROR to "
-                "the folder holding the four official .gz files (see README)")
+    pytest.fail(
+        "the MNIST archives are needed for the data tests: set DLBOOK_MNIST_MIRROR to "
+        "the folder holding the four official .gz files (see README)"
+    )
 
 
 @pytest.fixture(scope="session")

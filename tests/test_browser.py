@@ -6,6 +6,7 @@ npm (`npm install --no-save --prefix _build/npm mermaid@<version the page asks f
 $DLBOOK_MERMAID_DIST pointing at a `mermaid/dist` folder). The page asks a CDN for mermaid; the
 test answers that request from the local copy, and refuses every other network request.
 """
+
 import os
 import re
 import shutil
@@ -22,13 +23,28 @@ HTML = ROOT / "_build" / "html"
 PAGE = HTML / "chapters" / "concepts.html"
 SOURCES = [ROOT / "chapters" / "concepts.ipynb", ROOT / "_config.yml", ROOT / "_toc.yml"]
 CHROMIUM = Path(os.environ.get("DLBOOK_CHROMIUM", "/usr/bin/chromium"))
-MERMAID_DIST = Path(os.environ.get("DLBOOK_MERMAID_DIST",
-                                   ROOT / "_build" / "npm" / "node_modules" / "mermaid" / "dist"))
+MERMAID_DIST = Path(
+    os.environ.get(
+        "DLBOOK_MERMAID_DIST", ROOT / "_build" / "npm" / "node_modules" / "mermaid" / "dist"
+    )
+)
 CDN = re.compile(r"^https://cdn\.jsdelivr\.net/npm/mermaid@([^/]+)/dist/(.+)$")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-STAGES = ("Requirements", "Technology selection", "Framework", "Training", "Evaluation",
-          "Deployment")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+STAGES = (
+    "Requirements",
+    "Technology selection",
+    "Framework",
+    "Training",
+    "Evaluation",
+    "Deployment",
+)
 SYSTEM_PARTS = ("Data", "Training", "Serving")
 
 
@@ -42,15 +58,20 @@ def built_page() -> Path:
     """The concepts chapter's HTML, built once with the README's command if it is stale."""
     if _stale(PAGE):
         jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
-        run = subprocess.run([jb, "build", ".", "-n", "-W", "--keep-going"], cwd=ROOT,
-                             capture_output=True, text=True)
-        problems = [line for line in (run.stdout + run.stderr).splitlines()
-                    if "WARNING" in line or "ERROR" in line]
+        run = subprocess.run(
+            [jb, "build", ".", "-n", "-W", "--keep-going"], cwd=ROOT, capture_output=True, text=True
+        )
+        problems = [
+            line
+            for line in (run.stdout + run.stderr).splitlines()
+            if "WARNING" in line or "ERROR" in line
+        ]
         if not PAGE.is_file():  # an incremental build may leave an up-to-date page untouched
             pytest.fail("jupyter-book build did not write the chapter:\n" + "\n".join(problems))
         if run.returncode != 0:  # the page was written (--keep-going); the build step gates these
-            warnings.warn("jupyter-book build . -n -W --keep-going reported:\n"
-                          + "\n".join(problems[:20]))
+            warnings.warn(
+                "jupyter-book build . -n -W --keep-going reported:\n" + "\n".join(problems[:20])
+            )
     return PAGE
 
 
@@ -59,13 +80,18 @@ def browser():
     """Playwright's Chromium API driving the system's Chromium, headless and offline."""
     sync_api = pytest.importorskip(
         "playwright.sync_api",
-        reason="Playwright is not installed: pip install playwright (the Python package only)")
+        reason="Playwright is not installed: pip install playwright (the Python package only)",
+    )
     if not CHROMIUM.is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium, "
-                    "or set DLBOOK_CHROMIUM to its executable")
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM}: apt-get install chromium, "
+            "or set DLBOOK_CHROMIUM to its executable"
+        )
     if not (MERMAID_DIST / "mermaid.esm.min.mjs").is_file():
-        pytest.skip(f"mermaid's JavaScript not found in {MERMAID_DIST}: npm install --no-save "
-                    "--prefix _build/npm mermaid@11.12.1, or set DLBOOK_MERMAID_DIST")
+        pytest.skip(
+            f"mermaid's JavaScript not found in {MERMAID_DIST}: npm install --no-save "
+            "--prefix _build/npm mermaid@11.12.1, or set DLBOOK_MERMAID_DIST"
+        )
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -79,8 +105,11 @@ def _serve_offline(route) -> None:
     if match:
         local = (MERMAID_DIST / match.group(2)).resolve()
         if local.is_file() and MERMAID_DIST.resolve() in local.parents:
-            route.fulfill(path=str(local), content_type="text/javascript",
-                          headers={"Access-Control-Allow-Origin": "*"})
+            route.fulfill(
+                path=str(local),
+                content_type="text/javascript",
+                headers={"Access-Control-Allow-Origin": "*"},
+            )
         else:
             route.fulfill(status=404, body=f"not in the local mermaid copy: {url}")
     elif url.startswith(("file:", "data:", "blob:")):
@@ -102,11 +131,14 @@ def rendered(built_page, browser):
     page.wait_for_function(
         "() => { const d = [...document.querySelectorAll('pre.mermaid')];"
         " return d.length > 0 && d.every(e => e.getAttribute('data-processed') === 'true'"
-        " && e.querySelector('svg')); }", timeout=60_000)
+        " && e.querySelector('svg')); }",
+        timeout=60_000,
+    )
     diagrams = page.eval_on_selector_all(
         "pre.mermaid svg",
         "svgs => svgs.map(s => ({text: s.textContent, links: [...s.querySelectorAll('a')].map("
-        "a => a.getAttribute('href') || a.getAttribute('xlink:href'))}))")
+        "a => a.getAttribute('href') || a.getAttribute('xlink:href'))}))",
+    )
     page.close()
     mermaid_errors = [e for e in errors if "mermaid" in e.lower() or "syntax" in e.lower()]
     return diagrams, versions, mermaid_errors
@@ -133,8 +165,12 @@ def test_pipeline_links_point_to_built_pages_and_anchors(rendered):
     links = rendered[0][0]["links"]
     assert len(links) == len(STAGES)  # one link per stage
     assert {urlsplit(link).path for link in links} == {
-        "concepts.html", "algorithm_selection.html", "mnist_implementation.html", "metrics.html",
-        "deployment.html"}
+        "concepts.html",
+        "algorithm_selection.html",
+        "mnist_implementation.html",
+        "metrics.html",
+        "deployment.html",
+    }
     for link in links:
         parts = urlsplit(link)
         assert not parts.scheme and not parts.netloc, f"{link} leaves the book"

@@ -31,7 +31,7 @@ def test_files_are_safetensors_and_json(saved):
     _, path = saved
     tensors, meta = checkpoint_paths(path)
     header_len = int.from_bytes(tensors.read_bytes()[:8], "little")
-    header = json.loads(tensors.read_bytes()[8:8 + header_len])
+    header = json.loads(tensors.read_bytes()[8 : 8 + header_len])
     assert "model.features.0.weight" in header
     assert json.loads(meta.read_text())["format"] == "dlbook-checkpoint/1"
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import dlbook as dl
-from dlbook.data import MNIST_MEAN, MNIST_STD, NUM_VAL, DataError
 from conftest import ARCHIVES
+from dlbook.data import MNIST_MEAN, MNIST_STD, NUM_VAL, DataError
 
 
 def test_splits_have_the_official_sizes_and_shapes(mnist):

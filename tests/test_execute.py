@@ -12,9 +12,16 @@ def _notebook(path, body: str):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('device = "auto"\nsmoke = False\nfactor = 2')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell('print("smoke is", smoke)'),
-                nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell('print("smoke is", smoke)'),
+        nbformat.v4.new_code_cell(body),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
     return path
 
@@ -29,8 +36,9 @@ def chapters(tmp_path):
 
 def test_runs_a_chapter_with_parameters_and_writes_a_report(chapters, tmp_path):
     out = tmp_path / "out"
-    code = execute.main(["--chapters-dir", str(chapters), "--output-dir", str(out), "--smoke",
-                         "--device", "cpu"])
+    code = execute.main(
+        ["--chapters-dir", str(chapters), "--output-dir", str(out), "--smoke", "--device", "cpu"]
+    )
     assert code == 0
     executed = nbformat.read(out / "a_good.ipynb", as_version=4)
     texts = ["".join(o.get("text", "")) for c in executed.cells for o in c.get("outputs", [])]
@@ -44,8 +52,9 @@ def test_runs_a_chapter_with_parameters_and_writes_a_report(chapters, tmp_path):
     assert executed.metadata["papermill"]["input_path"] == "a_good.ipynb"
 
 
-def test_failure_names_chapter_and_cell_and_keeps_the_original(chapters, tmp_path, capsys,
-                                                                monkeypatch):
+def test_failure_names_chapter_and_cell_and_keeps_the_original(
+    chapters, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setattr(execute, "repo_root", lambda: tmp_path)  # the build folder goes here
     bad = _notebook(chapters / "b_bad.ipynb", 'raise RuntimeError("boom")')
     before = bad.read_text()
@@ -53,7 +62,9 @@ def test_failure_names_chapter_and_cell_and_keeps_the_original(chapters, tmp_pat
     captured = capsys.readouterr()
     err = captured.err
     assert code == 1
-    assert "chapter b_bad failed at cell 2 (`raise RuntimeError(\"boom\")`): RuntimeError: boom" in err
+    assert (
+        'chapter b_bad failed at cell 2 (`raise RuntimeError("boom")`): RuntimeError: boom' in err
+    )
     assert bad.read_text() == before  # a failed run never replaces the chapter
     assert not (chapters / "b_bad.failed.ipynb").exists()  # nbval would collect it there
     assert (tmp_path / "_build" / "executed" / "b_bad.failed.ipynb").is_file()
@@ -61,14 +72,21 @@ def test_failure_names_chapter_and_cell_and_keeps_the_original(chapters, tmp_pat
 
 
 def test_unavailable_device_is_a_clear_error(chapters, capsys, monkeypatch):
-    monkeypatch.setattr(execute, "resolve_device", lambda name: (_ for _ in ()).throw(
-        ValueError(f"device {name!r} was requested but is not available on this machine")))
+    monkeypatch.setattr(
+        execute,
+        "resolve_device",
+        lambda name: (_ for _ in ()).throw(
+            ValueError(f"device {name!r} was requested but is not available on this machine")
+        ),
+    )
     assert execute.main(["--chapters-dir", str(chapters), "--device", "cuda"]) == 2
     assert "error: device 'cuda' was requested but is not available" in capsys.readouterr().err
 
 
 def test_unknown_chapter_and_bad_arguments(chapters):
-    with pytest.raises(SystemExit, match="chapter 'nope' matches 0 notebooks; give a path or one of: a_good"):
+    with pytest.raises(
+        SystemExit, match="chapter 'nope' matches 0 notebooks; give a path or one of: a_good"
+    ):
         execute.main(["--chapters-dir", str(chapters), "nope"])
     with pytest.raises(SystemExit) as err:
         execute.main(["--inplace", "--output-dir", "x"])
@@ -77,12 +95,24 @@ def test_unknown_chapter_and_bad_arguments(chapters):
 
 def test_command_line(chapters, tmp_path):
     """The real CLI, as a user types it: bad device name, then a good run."""
-    bad = subprocess.run([sys.executable, "-m", "dlbook.execute", "--device", "tpu"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "dlbook.execute", "--device", "tpu"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "invalid choice: 'tpu'" in bad.stderr
-    good = subprocess.run([sys.executable, "-m", "dlbook.execute", "--chapters-dir", str(chapters),
-                           "--output-dir", str(tmp_path / "o"), "a_good"],
-                          capture_output=True, text=True)
+    good = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlbook.execute",
+            "--chapters-dir",
+            str(chapters),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "a_good",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert good.returncode == 0, good.stderr
     assert "a_good" in good.stdout and "ok" in good.stdout
 
@@ -119,15 +149,20 @@ def test_machine_summary_names_cpu_kernels_and_versions():
 def test_inplace_runs_are_recorded_by_chapter_and_the_report_page_refreshed(tmp_path):
     chapters = tmp_path / "chapters"
     chapters.mkdir()
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: chapters/a_good\nchapters:\n"
-                                       "  - file: chapters/b_old\n  - file: chapters/running\n")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: chapters/a_good\nchapters:\n"
+        "  - file: chapters/b_old\n  - file: chapters/running\n"
+    )
     _notebook(chapters / "a_good.ipynb", "print(21 * factor)")
-    page = _notebook(chapters / "running.ipynb",
-                     'import json\nprint([r["chapter"] + ":" + str(r["wall_seconds"]) '
-                     'for r in json.load(open("run-report.json"))["runs"]])')
+    page = _notebook(
+        chapters / "running.ipynb",
+        'import json\nprint([r["chapter"] + ":" + str(r["wall_seconds"]) '
+        'for r in json.load(open("run-report.json"))["runs"]])',
+    )
     old = {"chapter": "b_old", "wall_seconds": 5.0}
-    (chapters / "run-report.json").write_text(json.dumps(
-        {"runs": [old, {"chapter": "a_good", "wall_seconds": 1.0}]}))
+    (chapters / "run-report.json").write_text(
+        json.dumps({"runs": [old, {"chapter": "a_good", "wall_seconds": 1.0}]})
+    )
     run = execute.ChapterRun("a_good", "cpu", {}, 2.5, 100.0, "ok")
     execute.record_inplace_runs(tmp_path, [run], timeout=None)
     runs = json.loads((chapters / "run-report.json").read_text())["runs"]

@@ -1,4 +1,5 @@
 """Deployment formats against the eager model: ONNX Runtime, int8, torch.export."""
+
 import pytest
 import torch
 

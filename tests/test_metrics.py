@@ -1,21 +1,22 @@
 """dlbook.metrics against scikit-learn (the test-only reference), on random data and edge cases."""
+
 import math
 import warnings
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from scipy import optimize, stats  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.exceptions import UndefinedMetricWarning  # noqa: E402
-from sklearn.preprocessing import label_binarize  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from scipy import optimize, stats
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.preprocessing import label_binarize
 
-import dlbook as dl  # noqa: E402
+import dlbook as dl
 
 M = dl.metrics
 C = 5
@@ -68,12 +69,14 @@ def test_confusion_matrix_matches_sklearn(name, y, pred):
 @pytest.mark.parametrize("average", [None, "macro", "micro", "weighted"])
 @pytest.mark.parametrize("name,y,pred", EDGES, ids=IDS)
 def test_precision_recall_f1_match_sklearn(name, y, pred, average, zero_division):
-    ours = M.precision_recall_f1(y, pred, num_classes=C, average=average,
-                                 zero_division=zero_division)
+    ours = M.precision_recall_f1(
+        y, pred, num_classes=C, average=average, zero_division=zero_division
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        theirs = skm.precision_recall_fscore_support(y.numpy(), pred.numpy(), labels=range(C),
-                                                     average=average, zero_division=zero_division)
+        theirs = skm.precision_recall_fscore_support(
+            y.numpy(), pred.numpy(), labels=range(C), average=average, zero_division=zero_division
+        )
     for mine, ref in zip((ours.precision, ours.recall, ours.f1), theirs[:3]):
         np.testing.assert_allclose(np.asarray(mine, dtype=float), ref, atol=TOL, equal_nan=True)
     assert np.array_equal(ours.support.numpy(), np.bincount(y.numpy(), minlength=C))
@@ -133,8 +136,9 @@ def test_roc_curve_matches_sklearn(drop, ties):
 def test_precision_recall_curve_and_average_precision_match_sklearn(ties):
     y, _, probs = _random(seed=3, ties=ties)
     yb, s = (y == 1), probs[:, 1]
-    for mine, theirs in zip(M.precision_recall_curve(yb, s),
-                            skm.precision_recall_curve(yb.numpy(), s.numpy())):
+    for mine, theirs in zip(
+        M.precision_recall_curve(yb, s), skm.precision_recall_curve(yb.numpy(), s.numpy())
+    ):
         np.testing.assert_allclose(mine.numpy(), theirs, atol=TOL)
     theirs = skm.average_precision_score(yb.numpy(), s.numpy())
     assert M.average_precision(yb, s) == pytest.approx(theirs, abs=TOL)
@@ -152,8 +156,9 @@ def test_average_precision_is_stepwise_not_trapezoidal():
 @pytest.mark.parametrize("ties", [False, True])
 def test_one_vs_rest_scores_match_sklearn(average, ties):
     y, _, probs = _random(seed=4, ties=ties)
-    theirs = skm.roc_auc_score(y.numpy(), probs.numpy(), multi_class="ovr", average=average,
-                               labels=range(C))
+    theirs = skm.roc_auc_score(
+        y.numpy(), probs.numpy(), multi_class="ovr", average=average, labels=range(C)
+    )
     np.testing.assert_allclose(M.roc_auc_ovr(y, probs, average=average), theirs, atol=TOL)
     onehot = label_binarize(y.numpy(), classes=range(C))
     theirs = skm.average_precision_score(onehot, probs.numpy(), average=average)
@@ -166,8 +171,9 @@ def test_one_vs_rest_class_absent_from_targets_is_nan_and_left_out_of_the_macro(
     y, probs = y[keep], probs[keep]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        per_class = skm.roc_auc_score(y.numpy(), probs.numpy(), multi_class="ovr", average=None,
-                                      labels=range(C))
+        per_class = skm.roc_auc_score(
+            y.numpy(), probs.numpy(), multi_class="ovr", average=None, labels=range(C)
+        )
     ours = M.roc_auc_ovr(y, probs, average=None)
     assert math.isnan(ours[2]) and math.isnan(per_class[2])
     np.testing.assert_allclose(ours.numpy(), per_class, atol=TOL, equal_nan=True)
@@ -182,7 +188,8 @@ def test_ranking_metrics_of_perfect_constant_and_single_sample_scores():
     constant = torch.full((5,), 0.3)
     assert M.roc_auc(yb, constant) == skm.roc_auc_score(yb.numpy(), constant.numpy()) == 0.5
     assert M.average_precision(yb, constant) == pytest.approx(
-        skm.average_precision_score(yb.numpy(), constant.numpy()), abs=TOL)  # the prevalence
+        skm.average_precision_score(yb.numpy(), constant.numpy()), abs=TOL
+    )  # the prevalence
     assert math.isnan(M.roc_auc(torch.tensor([1]), torch.tensor([0.7])))
     assert M.average_precision(torch.tensor([1]), torch.tensor([0.7])) == 1.0
     with pytest.raises(ValueError, match="only one class"):
@@ -200,8 +207,12 @@ def test_reliability_bins_match_sklearn_calibration_curve(num_bins):
     np.testing.assert_allclose(bins.accuracy[filled].numpy(), prob_true, atol=TOL)
     np.testing.assert_allclose(bins.confidence[filled].numpy(), prob_pred, atol=TOL)
     assert int(bins.counts.sum()) == len(y)
-    ece = (np.bincount(np.searchsorted(np.linspace(0, 1, num_bins + 1)[1:-1], confidence),
-                       minlength=num_bins)[filled.numpy()] * np.abs(prob_true - prob_pred)).sum()
+    ece = (
+        np.bincount(
+            np.searchsorted(np.linspace(0, 1, num_bins + 1)[1:-1], confidence), minlength=num_bins
+        )[filled.numpy()]
+        * np.abs(prob_true - prob_pred)
+    ).sum()
     assert M.expected_calibration_error(probs, y, num_bins) == pytest.approx(ece / len(y), abs=TOL)
 
 
@@ -232,10 +243,11 @@ def test_temperature_minimizes_the_nll_like_scipy():
     def nll(t: float) -> float:
         return torch.nn.functional.cross_entropy(overconfident / t, y).item()
 
-    ref = optimize.minimize_scalar(nll, bounds=(0.01, 100), method="bounded",
-                                   options={"xatol": 1e-10}).x
+    ref = optimize.minimize_scalar(
+        nll, bounds=(0.01, 100), method="bounded", options={"xatol": 1e-10}
+    ).x
     T = M.fit_temperature(overconfident, y)
-    assert T == pytest.approx(ref, rel=1e-4) and 2.5 < T < 3.5
+    assert pytest.approx(ref, rel=1e-4) == T and 2.5 < T < 3.5
     assert nll(T) <= nll(1.0)
 
 
@@ -268,20 +280,27 @@ def test_mcnemar_exact_by_hand_and_against_scipy():
     assert M.mcnemar_test(y, a, a).p_value == 1.0
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: M.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0])), "different lengths"),
-    (lambda: M.confusion_matrix(torch.tensor([0.0, 1.0]), torch.tensor([0, 1])), "integer"),
-    (lambda: M.confusion_matrix(torch.tensor([0, 5]), torch.tensor([0, 1]), 3), "num_classes"),
-    (lambda: M.precision_recall_f1(torch.tensor([0]), torch.tensor([0]), average="mean"),
-     "average must be"),
-    (lambda: M.precision_recall_f1(torch.tensor([0]), torch.tensor([0]), zero_division=2),
-     "zero_division"),
-    (lambda: M.log_loss(torch.tensor([0]), torch.tensor([[0.5, 0.6]])), "sum to 1"),
-    (lambda: M.log_loss(torch.tensor([0]), torch.tensor([[2.0, -1.0]])), r"\[0, 1\]"),
-    (lambda: M.roc_auc(torch.tensor([0, 2]), torch.tensor([0.1, 0.2])), "0/1"),
-    (lambda: M.top_k_accuracy(torch.tensor([0]), torch.tensor([0.1, 0.9]), k=1), "shape"),
-    (lambda: M.bootstrap_ci(torch.tensor([0]), torch.tensor([0]), confidence=95), "confidence"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: M.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0])), "different lengths"),
+        (lambda: M.confusion_matrix(torch.tensor([0.0, 1.0]), torch.tensor([0, 1])), "integer"),
+        (lambda: M.confusion_matrix(torch.tensor([0, 5]), torch.tensor([0, 1]), 3), "num_classes"),
+        (
+            lambda: M.precision_recall_f1(torch.tensor([0]), torch.tensor([0]), average="mean"),
+            "average must be",
+        ),
+        (
+            lambda: M.precision_recall_f1(torch.tensor([0]), torch.tensor([0]), zero_division=2),
+            "zero_division",
+        ),
+        (lambda: M.log_loss(torch.tensor([0]), torch.tensor([[0.5, 0.6]])), "sum to 1"),
+        (lambda: M.log_loss(torch.tensor([0]), torch.tensor([[2.0, -1.0]])), r"\[0, 1\]"),
+        (lambda: M.roc_auc(torch.tensor([0, 2]), torch.tensor([0.1, 0.2])), "0/1"),
+        (lambda: M.top_k_accuracy(torch.tensor([0]), torch.tensor([0.1, 0.9]), k=1), "shape"),
+        (lambda: M.bootstrap_ci(torch.tensor([0]), torch.tensor([0]), confidence=95), "confidence"),
+    ],
+)
 def test_bad_input_raises_a_clear_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -309,6 +328,7 @@ def test_metric_plots_return_their_axes(close_figures):
     ax = dl.plotting.plot_reliability_diagram({"a": bins})
     filled = (bins.counts > 0).numpy()
     assert np.allclose(ax.lines[1].get_ydata(), bins.accuracy.numpy()[filled])
-    ax = dl.plotting.plot_robustness([0, 1, 2], {"a": [0.9, 0.8, 0.5], "b": [0.9, 0.9, 0.7]},
-                                     xlabel="noise")
+    ax = dl.plotting.plot_robustness(
+        [0, 1, 2], {"a": [0.9, 0.8, 0.5], "b": [0.9, 0.9, 0.7]}, xlabel="noise"
+    )
     assert [line.get_label() for line in ax.lines] == ["a", "b"]

@@ -1,4 +1,5 @@
 """The five model families of the algorithm-selection chapter, and the profiling helpers."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,15 +38,21 @@ def _vit_params(P: int, D: int, depth: int, ratio: int) -> int:
     return (P * P * D + D) + (28 // P) ** 2 * D + depth * block + 2 * D + (10 * D + 10)
 
 
-@pytest.mark.parametrize("name, kwargs, expected", [
-    ("cnn", {}, (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (64 * 49 * 128 + 128) + 1290),
-    ("rnn", {"hidden": 128}, _rnn_params(128, gates=1)),
-    ("rnn", {"hidden": 32}, _rnn_params(32, gates=1)),
-    ("lstm", {"hidden": 128}, _rnn_params(128, gates=4)),
-    ("transformer", {}, _vit_params(7, 64, 2, 2)),
-    ("transformer", {"patch": 4, "dim": 32, "depth": 3, "heads": 2, "mlp_ratio": 4},
-     _vit_params(4, 32, 3, 4)),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, expected",
+    [
+        ("cnn", {}, (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (64 * 49 * 128 + 128) + 1290),
+        ("rnn", {"hidden": 128}, _rnn_params(128, gates=1)),
+        ("rnn", {"hidden": 32}, _rnn_params(32, gates=1)),
+        ("lstm", {"hidden": 128}, _rnn_params(128, gates=4)),
+        ("transformer", {}, _vit_params(7, 64, 2, 2)),
+        (
+            "transformer",
+            {"patch": 4, "dim": 32, "depth": 3, "heads": 2, "mlp_ratio": 4},
+            _vit_params(4, 32, 3, 4),
+        ),
+    ],
+)
 def test_parameter_count(name, kwargs, expected):
     assert dl.count_parameters(dl.build_model(name, **kwargs)) == expected
 
@@ -90,12 +97,18 @@ def test_invalid_shapes_are_refused():
         SelfAttention(dim=30, heads=4)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("mlp", 2 * (784 * 128 + 128 * 10)),
-    ("rnn", 28 * 2 * (28 * 128 + 128 * 128) + 2 * 128 * 10),
-    ("lstm", 28 * 2 * 4 * (28 * 128 + 128 * 128) + 2 * 128 * 10),  # the fused kernel counted too
-    ("cnn", 2 * (28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 64 * 49 * 128 + 128 * 10)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mlp", 2 * (784 * 128 + 128 * 10)),
+        ("rnn", 28 * 2 * (28 * 128 + 128 * 128) + 2 * 128 * 10),
+        (
+            "lstm",
+            28 * 2 * 4 * (28 * 128 + 128 * 128) + 2 * 128 * 10,
+        ),  # the fused kernel counted too
+        ("cnn", 2 * (28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 64 * 49 * 128 + 128 * 10)),
+    ],
+)
 def test_flops_per_sample_match_hand_count(name, expected):
     torch.manual_seed(0)
     assert profiling.flops_per_sample(dl.build_model(name)) == expected

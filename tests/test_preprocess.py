@@ -18,7 +18,10 @@ def test_mnist_format_centres_and_scales():
     out = pp.to_mnist_format(_digit())
     assert out.shape == (28, 28)
     ys, xs = np.indices(out.shape)
-    assert abs((ys * out).sum() / out.sum() - 13.5) <= 1 and abs((xs * out).sum() / out.sum() - 13.5) <= 1
+    assert (
+        abs((ys * out).sum() / out.sum() - 13.5) <= 1
+        and abs((xs * out).sum() / out.sum() - 13.5) <= 1
+    )
     rows = np.nonzero(out.max(1) > pp.INK_THRESHOLD)[0]
     assert 18 <= rows.max() - rows.min() + 1 <= 21  # the longer side fills the 20-pixel box
 
@@ -41,11 +44,15 @@ def test_normalization_constants():
     assert X.shape == (1, 1, 28, 28) and X[0, 0, 0, 0].item() == pytest.approx(-0.1307 / 0.3081)
 
 
-@pytest.mark.parametrize("data, words", [
-    (b"", "empty"),
-    (b"hello", "not a PNG or JPEG"),
-    (pp.digit_to_png(np.random.default_rng(0).random((28, 28)))[:100], "could not be decoded"),
-], ids=["empty", "not-an-image", "truncated"])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"", "empty"),
+        (b"hello", "not a PNG or JPEG"),
+        (pp.digit_to_png(np.random.default_rng(0).random((28, 28)))[:100], "could not be decoded"),
+    ],
+    ids=["empty", "not-an-image", "truncated"],
+)
 def test_bad_bytes(data, words):
     with pytest.raises(pp.InputError, match=words):
         pp.decode_image(data)
@@ -63,13 +70,16 @@ def test_blank_image_has_no_digit():
         pp.to_mnist_format(np.zeros((28, 28)))
 
 
-@pytest.mark.parametrize("values, words", [
-    ([[0.0] * 28] * 27, "shape 28x28; got 27x28"),
-    ([[float("nan")] * 28] * 28, "NaN"),
-    ([[2.0] * 28] * 28, r"must lie in \[0, 1\]"),
-    ("abc", "28x28"),
-    ([[0.0, "x"] * 14] * 28, "array of numbers"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ([[0.0] * 28] * 27, "shape 28x28; got 27x28"),
+        ([[float("nan")] * 28] * 28, "NaN"),
+        ([[2.0] * 28] * 28, r"must lie in \[0, 1\]"),
+        ("abc", "28x28"),
+        ([[0.0, "x"] * 14] * 28, "array of numbers"),
+    ],
+)
 def test_check_array(values, words):
     with pytest.raises(pp.InputError, match=words):
         pp.check_array(values)

@@ -25,7 +25,9 @@ def test_available_devices_reflects_torch(monkeypatch):
 
 def test_unavailable_device_names_what_is_available(monkeypatch):
     monkeypatch.setattr(runtime, "available_devices", lambda: ["cpu"])
-    with pytest.raises(ValueError, match=r"'cuda' was requested but is not available.*available: cpu"):
+    with pytest.raises(
+        ValueError, match=r"'cuda' was requested but is not available.*available: cpu"
+    ):
         dl.resolve_device("cuda")
     with pytest.raises(ValueError, match="available: cpu"):
         dl.resolve_device("mps")
@@ -44,18 +46,25 @@ def test_seed_everything_repeats():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("num_epochs", 0, "num_epochs=0 is invalid: it must be an integer >= 1"),
-    ("num_epochs", 2.5, "an integer >= 1"),
-    ("batch_size", -1, "batch_size=-1 is invalid: it must be an integer >= 1"),
-    ("lr", 0.0, "lr=0.0 is invalid: it must be a finite number > 0"),
-    ("lr", float("nan"), "a finite number > 0"),
-    ("lr", "0.1", "a finite number > 0"),
-    ("device", "gpu", "device='gpu' is invalid: it must be one of 'auto', 'cpu', 'cuda', 'mps'"),
-    ("seed", -3, "an integer >= 0"),
-    ("smoke", "yes", "True or False"),
-    ("num_epochs", True, "an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_epochs", 0, "num_epochs=0 is invalid: it must be an integer >= 1"),
+        ("num_epochs", 2.5, "an integer >= 1"),
+        ("batch_size", -1, "batch_size=-1 is invalid: it must be an integer >= 1"),
+        ("lr", 0.0, "lr=0.0 is invalid: it must be a finite number > 0"),
+        ("lr", float("nan"), "a finite number > 0"),
+        ("lr", "0.1", "a finite number > 0"),
+        (
+            "device",
+            "gpu",
+            "device='gpu' is invalid: it must be one of 'auto', 'cpu', 'cuda', 'mps'",
+        ),
+        ("seed", -3, "an integer >= 0"),
+        ("smoke", "yes", "True or False"),
+        ("num_epochs", True, "an integer >= 1"),
+    ],
+)
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         dl.Config(**{field: value})

@@ -1,4 +1,5 @@
 """The nbval sanitizers hide only what varies between runs (times, speedups), never results."""
+
 import re
 from pathlib import Path
 
@@ -16,8 +17,11 @@ def sanitize(text: str) -> str:
 
 
 def _table(seconds: list[float], accuracy: float) -> str:
-    return repr(pd.DataFrame({"test accuracy": [accuracy, 0.5],
-                              "training time": [f"{t:.1f} s" for t in seconds]}))
+    return repr(
+        pd.DataFrame(
+            {"test accuracy": [accuracy, 0.5], "training time": [f"{t:.1f} s" for t in seconds]}
+        )
+    )
 
 
 def test_timings_in_a_right_aligned_column_compare_equal():

@@ -1,13 +1,14 @@
 """The from-scratch MLP and optimizers against their references: autograd and torch.optim."""
+
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+import torch
+import torch.nn.functional as F
 
-import dlbook as dl  # noqa: E402
+import dlbook as dl
 
 S = dl.scratch
 F64 = torch.float64
@@ -29,6 +30,7 @@ def _autograd_grads(params, X, y):
 
 
 # --- forward and backward -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed,B", [(0, 1), (1, 32), (2, 257)])
 def test_manual_gradients_equal_autograd_in_float64(seed, B):
@@ -61,8 +63,9 @@ def test_manual_backward_passes_finite_differences():
     params = S.init_mlp(12, 7, 4, seed=5, dtype=F64)
     X, y = _batch(6, 12, 4, 5)
     inputs = [params[k].clone().requires_grad_() for k in S.PARAM_NAMES]
-    assert torch.autograd.gradcheck(lambda *p: S.ManualMLPLoss.apply(X, y, *p), inputs,
-                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda *p: S.ManualMLPLoss.apply(X, y, *p), inputs, eps=1e-6, atol=1e-7, rtol=1e-5
+    )
 
 
 def test_relu_derivative_at_zero_is_zero_like_pytorch():
@@ -103,6 +106,7 @@ def test_bad_inputs_raise_value_errors_that_say_what_to_do():
 
 # --- optimizers -------------------------------------------------------------------------------
 
+
 def _trajectories(make_torch, make_scratch, steps: int = 100):
     """Parameters after every step of a torch.optim and a scratch optimizer on the same MLP loss."""
     params = S.init_mlp(20, 16, 5, seed=7, dtype=F64)
@@ -128,16 +132,24 @@ def _autograd_loss(p, X, y):
 
 CASES = {
     "sgd": (lambda p: torch.optim.SGD(p, lr=0.1), lambda p: S.SGD(p, lr=0.1)),
-    "momentum": (lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-                 lambda p: S.Momentum(p, lr=0.05, momentum=0.9)),
+    "momentum": (
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        lambda p: S.Momentum(p, lr=0.05, momentum=0.9),
+    ),
     # the dampened form with lr equals PyTorch's convention with lr * (1 - momentum)
-    "dampened": (lambda p: torch.optim.SGD(p, lr=0.5 * (1 - 0.9), momentum=0.9),
-                 lambda p: S.DampenedMomentum(p, lr=0.5, momentum=0.9)),
+    "dampened": (
+        lambda p: torch.optim.SGD(p, lr=0.5 * (1 - 0.9), momentum=0.9),
+        lambda p: S.DampenedMomentum(p, lr=0.5, momentum=0.9),
+    ),
     "adam": (lambda p: torch.optim.Adam(p, lr=0.01), lambda p: S.Adam(p, lr=0.01)),
-    "adam_l2": (lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
-                lambda p: S.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
-    "adamw": (lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
-              lambda p: S.AdamW(p, lr=0.01, weight_decay=0.1)),
+    "adam_l2": (
+        lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+        lambda p: S.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+    ),
+    "adamw": (
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+        lambda p: S.AdamW(p, lr=0.01, weight_decay=0.1),
+    ),
 }
 
 
@@ -149,8 +161,11 @@ def test_scratch_optimizers_reproduce_torch_optim_over_100_steps(name):
 
 
 def test_adam_without_bias_correction_does_not_match():
-    ref, mine = _trajectories(lambda p: torch.optim.Adam(p, lr=0.01),
-                              lambda p: S.Adam(p, lr=0.01, bias_correction=False), steps=5)
+    ref, mine = _trajectories(
+        lambda p: torch.optim.Adam(p, lr=0.01),
+        lambda p: S.Adam(p, lr=0.01, bias_correction=False),
+        steps=5,
+    )
     with pytest.raises(AssertionError):
         torch.testing.assert_close(mine, ref)
 
@@ -164,10 +179,14 @@ def test_adams_first_step_moves_every_coordinate_by_lr():
 
 def test_adam_l2_and_adamw_decoupled_decay_differ_as_in_torch():
     wd = 0.1
-    ref_adam, adam = _trajectories(lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=wd),
-                                   lambda p: S.Adam(p, lr=0.01, weight_decay=wd))
-    ref_adamw, adamw = _trajectories(lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=wd),
-                                     lambda p: S.AdamW(p, lr=0.01, weight_decay=wd))
+    ref_adam, adam = _trajectories(
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=wd),
+        lambda p: S.Adam(p, lr=0.01, weight_decay=wd),
+    )
+    ref_adamw, adamw = _trajectories(
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=wd),
+        lambda p: S.AdamW(p, lr=0.01, weight_decay=wd),
+    )
     assert (adam - adamw).abs().max() > 1e-3  # L2 through m and v is not decoupled decay
     torch.testing.assert_close(adam - adamw, ref_adam - ref_adamw)
 
@@ -181,8 +200,9 @@ def test_gradient_descent_on_the_quadratic_follows_the_closed_form():
     torch.testing.assert_close(path, expected)
 
 
-@pytest.mark.parametrize("f,grad", [(S.quadratic, S.quadratic_grad),
-                                    (S.rosenbrock, S.rosenbrock_grad)])
+@pytest.mark.parametrize(
+    "f,grad", [(S.quadratic, S.quadratic_grad), (S.rosenbrock, S.rosenbrock_grad)]
+)
 def test_test_function_gradients_equal_autograd(f, grad):
     P = torch.randn(7, 2, dtype=F64, generator=torch.Generator().manual_seed(0)).requires_grad_()
     f(P).sum().backward()
@@ -191,13 +211,26 @@ def test_test_function_gradients_equal_autograd(f, grad):
 
 # --- training ----------------------------------------------------------------------------------
 
+
 def test_scratch_fit_equals_dl_fit_with_torch_sgd(tiny_splits):
     model = dl.MLP()
     params = S.params_from_module(model)
-    run = S.fit(params, S.SGD(list(params.values()), lr=0.05), tiny_splits, num_epochs=3,
-                batch_size=50, seed=1)
-    history = dl.fit(model, tiny_splits, torch.optim.SGD(model.parameters(), lr=0.05),
-                     num_epochs=3, batch_size=50, seed=1)
+    run = S.fit(
+        params,
+        S.SGD(list(params.values()), lr=0.05),
+        tiny_splits,
+        num_epochs=3,
+        batch_size=50,
+        seed=1,
+    )
+    history = dl.fit(
+        model,
+        tiny_splits,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        num_epochs=3,
+        batch_size=50,
+        seed=1,
+    )
     assert len(run.step_losses) == 3 * 8 and run.history.num_epochs == 3
     assert run.history.train_loss[-1] < run.history.train_loss[0]
     for k, v in S.params_from_module(model).items():
@@ -216,10 +249,12 @@ def test_evaluate_counts_correct_predictions():
 
 # --- plots -------------------------------------------------------------------------------------
 
+
 def test_optimizer_paths_plot_one_line_per_path():
     paths = {"a": torch.zeros(5, 2), "b": torch.ones(300, 2)}
-    ax = dl.plotting.plot_optimizer_paths(S.rosenbrock, paths, (-2, 2), (-1, 3), log_levels=True,
-                                          minimum=(1, 1))
+    ax = dl.plotting.plot_optimizer_paths(
+        S.rosenbrock, paths, (-2, 2), (-1, 3), log_levels=True, minimum=(1, 1)
+    )
     assert [line.get_label() for line in ax.lines] == ["a", "b", "minimum"]
     assert ax.lines[0].get_marker() == "o" and ax.lines[1].get_marker() in (None, "None", "")
     plt.close("all")

@@ -1,4 +1,5 @@
 """The HTTP service, tested as a client sees it: a real `python -m dlbook.serve` on loopback."""
+
 from __future__ import annotations
 
 import io
@@ -36,7 +37,9 @@ def package(tmp_path_factory, mnist):
     trained = dl.train_recipe(recipe, mnist)
     _, acc = dl.evaluate_tensors(trained.model, mnist.X_test, mnist.y_test)
     folder = tmp_path_factory.mktemp("pkg")
-    save_package(folder, trained.model, model_card(trained.model, recipe, {"test_acc": acc}, "0.1.0"))
+    save_package(
+        folder, trained.model, model_card(trained.model, recipe, {"test_acc": acc}, "0.1.0")
+    )
     return folder
 
 
@@ -44,9 +47,22 @@ def package(tmp_path_factory, mnist):
 def server(package):
     """Start the service as a user would and wait until /health answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dlbook.serve", "--model", str(package),
-                             "--port", str(port), "--max-upload-bytes", str(UPLOAD_LIMIT)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dlbook.serve",
+            "--model",
+            str(package),
+            "--port",
+            str(port),
+            "--max-upload-bytes",
+            str(UPLOAD_LIMIT),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -96,8 +112,10 @@ def test_http_equals_in_process_for_100_test_images(server, package, mnist):
             got = client.post("/predict", json={"pixels": pixels_of(mnist, i).tolist()}).json()
             assert got["label"] == expected[i].argmax().item()
             np.testing.assert_allclose(got["probabilities"], expected[i].numpy(), atol=1e-6)
-    batch = httpx.post(f"{server}/predict/batch",
-                       json={"images": [pixels_of(mnist, i).tolist() for i in range(100)]}).json()
+    batch = httpx.post(
+        f"{server}/predict/batch",
+        json={"images": [pixels_of(mnist, i).tolist() for i in range(100)]},
+    ).json()
     assert [p["label"] for p in batch["predictions"]] == expected.argmax(1).tolist()
 
 
@@ -116,12 +134,16 @@ def test_jpeg_upload(server, mnist):
     img = Image.open(io.BytesIO(digit_to_png(pixels_of(mnist, 1), size=140, dark_on_light=True)))
     out = io.BytesIO()
     img.convert("RGB").save(out, format="JPEG", quality=90)
-    r = httpx.post(f"{server}/predict", content=out.getvalue(), headers={"content-type": "image/jpeg"})
+    r = httpx.post(
+        f"{server}/predict", content=out.getvalue(), headers={"content-type": "image/jpeg"}
+    )
     assert r.status_code == 200 and r.json()["label"] == int(mnist.y_test[1])
 
 
 def test_batch_of_uploaded_files(server, mnist):
-    files = [("files", (f"{i}.png", digit_to_png(pixels_of(mnist, i)), "image/png")) for i in range(3)]
+    files = [
+        ("files", (f"{i}.png", digit_to_png(pixels_of(mnist, i)), "image/png")) for i in range(3)
+    ]
     r = httpx.post(f"{server}/predict/batch", files=files)
     assert r.status_code == 200 and len(r.json()["predictions"]) == 3
 
@@ -135,29 +157,71 @@ def _png(mnist) -> bytes:
 
 
 BAD = {
-    "not an image": (lambda m: dict(content=b"GIF89a not really", headers={"content-type": "image/png"}),
-                     400, "not a PNG or JPEG"),
-    "empty body": (lambda m: dict(content=b"", headers={"content-type": "image/png"}), 400, "empty"),
-    "truncated PNG": (lambda m: dict(content=_png(m)[:120], headers={"content-type": "image/png"}),
-                      400, "could not be decoded"),
-    "wrong JSON shape": (lambda m: dict(json={"pixels": [[0.0] * 28] * 27}), 422, "shape 28x28; got 27x28"),
+    "not an image": (
+        lambda m: dict(content=b"GIF89a not really", headers={"content-type": "image/png"}),
+        400,
+        "not a PNG or JPEG",
+    ),
+    "empty body": (
+        lambda m: dict(content=b"", headers={"content-type": "image/png"}),
+        400,
+        "empty",
+    ),
+    "truncated PNG": (
+        lambda m: dict(content=_png(m)[:120], headers={"content-type": "image/png"}),
+        400,
+        "could not be decoded",
+    ),
+    "wrong JSON shape": (
+        lambda m: dict(json={"pixels": [[0.0] * 28] * 27}),
+        422,
+        "shape 28x28; got 27x28",
+    ),
     "JSON without pixels": (lambda m: dict(json={"image": 1}), 422, "'pixels' field"),
-    "invalid JSON": (lambda m: dict(content=b"{nope", headers={"content-type": "application/json"}),
-                     400, "not valid JSON"),
-    "NaN values": (lambda m: dict(content=json.dumps({"pixels": [[float("nan")] * 28] * 28}),
-                                  headers={"content-type": "application/json"}), 422, "NaN"),
+    "invalid JSON": (
+        lambda m: dict(content=b"{nope", headers={"content-type": "application/json"}),
+        400,
+        "not valid JSON",
+    ),
+    "NaN values": (
+        lambda m: dict(
+            content=json.dumps({"pixels": [[float("nan")] * 28] * 28}),
+            headers={"content-type": "application/json"},
+        ),
+        422,
+        "NaN",
+    ),
     "out of range": (lambda m: dict(json={"pixels": [[255] * 28] * 28}), 422, "must lie in [0, 1]"),
-    "over the size limit": (lambda m: dict(content=b"\x89PNG" + bytes(UPLOAD_LIMIT),
-                                           headers={"content-type": "image/png"}), 413, "exceeds the limit"),
-    "unsupported media type": (lambda m: dict(content=b"7", headers={"content-type": "text/plain"}),
-                               415, "unsupported media type 'text/plain'"),
+    "over the size limit": (
+        lambda m: dict(
+            content=b"\x89PNG" + bytes(UPLOAD_LIMIT), headers={"content-type": "image/png"}
+        ),
+        413,
+        "exceeds the limit",
+    ),
+    "unsupported media type": (
+        lambda m: dict(content=b"7", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported media type 'text/plain'",
+    ),
     "no content type": (lambda m: dict(content=b"7"), 415, "unsupported media type"),
-    "blank image": (lambda m: dict(content=digit_to_png(np.zeros((28, 28))),
-                                   headers={"content-type": "image/png"}), 422, "no digit"),
-    "form without file": (lambda m: dict(data={"file": "7"}, files={"x": ("x.txt", b"1", "text/plain")}),
-                          400, "no 'file' upload"),
-    "GIF in a form": (lambda m: dict(files={"file": ("x.gif", b"GIF89a", "image/gif")}), 415,
-                      "unsupported upload type 'image/gif'"),
+    "blank image": (
+        lambda m: dict(
+            content=digit_to_png(np.zeros((28, 28))), headers={"content-type": "image/png"}
+        ),
+        422,
+        "no digit",
+    ),
+    "form without file": (
+        lambda m: dict(data={"file": "7"}, files={"x": ("x.txt", b"1", "text/plain")}),
+        400,
+        "no 'file' upload",
+    ),
+    "GIF in a form": (
+        lambda m: dict(files={"file": ("x.gif", b"GIF89a", "image/gif")}),
+        415,
+        "unsupported upload type 'image/gif'",
+    ),
 }
 
 
@@ -169,19 +233,26 @@ def test_bad_input_is_a_clear_4xx(server, mnist, case):
     assert words in r.json()["error"] and r.json()["status"] == status
 
 
-@pytest.mark.parametrize("payload, words", [
-    ({"images": []}, "list of 1 to 256"),
-    ({"images": [[[0.5] * 28] * 28] * 257}, "list of 1 to 256"),
-    ({"images": [[[0.5] * 28] * 28, [[0.5] * 3]]}, "images[1] must have shape 28x28"),
-])
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        ({"images": []}, "list of 1 to 256"),
+        ({"images": [[[0.5] * 28] * 28] * 257}, "list of 1 to 256"),
+        ({"images": [[[0.5] * 28] * 28, [[0.5] * 3]]}, "images[1] must have shape 28x28"),
+    ],
+)
 def test_bad_batches(server, payload, words):
     r = _post(server, "/predict/batch", json=payload)
     assert r.status_code == 422 and words in r.json()["error"]
 
 
 def test_refuses_a_model_folder_that_is_not_a_package(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dlbook.serve", "--model", str(tmp_path / "none")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "dlbook.serve", "--model", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "cannot load the model" in r.stderr
 
 
@@ -193,8 +264,12 @@ def test_refuses_a_model_normalized_differently(package, tmp_path):
     record = json.loads(card_file.read_text())
     record["meta"]["input"]["normalization"] = {"mean": 0.5, "std": 0.5}
     card_file.write_text(json.dumps(record))
-    r = subprocess.run([sys.executable, "-m", "dlbook.serve", "--model", str(altered)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "dlbook.serve", "--model", str(altered)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "normalized with {'mean': 0.5, 'std': 0.5}" in r.stderr
 
 
@@ -213,5 +288,7 @@ def test_bounded_concurrent_load(server, mnist):
     statuses = [s for s, _ in results]
     latencies = sorted(t for _, t in results)
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * len(latencies)) - 1]
-    print(f"\nload test: 1000 requests, 16 concurrent: p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms")
+    print(
+        f"\nload test: 1000 requests, 16 concurrent: p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms"
+    )
     assert statuses.count(200) == 1000

@@ -1,4 +1,5 @@
 """Sizing: parameter counts against the published totals, memory, FLOPs and budgets."""
+
 import dataclasses
 
 import matplotlib
@@ -48,8 +49,9 @@ def test_meta_forward_gives_shapes_without_compute():
 
 
 def test_tiny_transformer_runs_on_cpu_and_matches_its_closed_form_breakdown():
-    spec = sizing.TransformerSpec("tiny", num_layers=2, d_model=16, num_heads=4, vocab_size=50,
-                                  context=8)
+    spec = sizing.TransformerSpec(
+        "tiny", num_layers=2, d_model=16, num_heads=4, vocab_size=50, context=8
+    )
     model = sizing.build_transformer(spec, device="cpu")
     logits = model(torch.randint(0, 50, (3, 8)))  # (B, T, V)
     assert logits.shape == (3, 8, 50) and torch.isfinite(logits).all()

@@ -19,10 +19,12 @@ def test_evaluate_matches_a_direct_computation(tiny_splits):
 
 def test_evaluate_accepts_a_dataloader(tiny_splits):
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(tiny_splits.X_val, tiny_splits.y_val), batch_size=7)
+        torch.utils.data.TensorDataset(tiny_splits.X_val, tiny_splits.y_val), batch_size=7
+    )
     model = dl.MLP()
     assert dl.evaluate(model, loader) == pytest.approx(
-        dl.evaluate_tensors(model, tiny_splits.X_val, tiny_splits.y_val), rel=1e-6)
+        dl.evaluate_tensors(model, tiny_splits.X_val, tiny_splits.y_val), rel=1e-6
+    )
 
 
 def test_fit_learns_and_records_every_epoch(tiny_splits):
@@ -41,8 +43,17 @@ def _run(tiny_splits, num_epochs, checkpoint=None, resume=False):
     dl.seed_everything(0)
     model = dl.build_model("mlp", **recipe.model_kwargs)
     optimizer, scheduler = make_optimizer(recipe, model, steps_per_epoch=7)
-    history = dl.fit(model, tiny_splits, optimizer, scheduler=scheduler, num_epochs=num_epochs,
-                     batch_size=64, seed=5, checkpoint=checkpoint, resume=resume)
+    history = dl.fit(
+        model,
+        tiny_splits,
+        optimizer,
+        scheduler=scheduler,
+        num_epochs=num_epochs,
+        batch_size=64,
+        seed=5,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
     return model, optimizer, history
 
 
@@ -50,8 +61,9 @@ def test_resume_equals_an_uninterrupted_run(tiny_splits, tmp_path):
     """Stop after one epoch, start a new process-like state from the checkpoint, finish: same weights."""
     straight, straight_opt, straight_history = _run(tiny_splits, 3)
     _run(tiny_splits, 1, checkpoint=tmp_path / "run")  # interrupted after epoch 1
-    resumed, resumed_opt, resumed_history = _run(tiny_splits, 3, checkpoint=tmp_path / "run",
-                                                 resume=True)
+    resumed, resumed_opt, resumed_history = _run(
+        tiny_splits, 3, checkpoint=tmp_path / "run", resume=True
+    )
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert straight_history.val_loss == resumed_history.val_loss

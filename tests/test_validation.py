@@ -1,5 +1,6 @@
 """The validation contract: measured values pass within their tolerance, fail outside it; exact
 outputs fail on any change; chaotic ones are not compared. Last, the hook inside real nbval."""
+
 import math
 import subprocess
 import sys
@@ -22,8 +23,11 @@ def glued(name: str, text: str, tol: str | None = None) -> dict:
     metadata = {"scrapbook": {"name": name, "mime_prefix": "application/papermill.record/"}}
     if tol:
         metadata["dlbook"] = {"tolerance": tol}
-    return {"output_type": "display_data", "metadata": metadata,
-            "data": {"application/papermill.record/text/plain": text}}
+    return {
+        "output_type": "display_data",
+        "metadata": metadata,
+        "data": {"application/papermill.record/text/plain": text},
+    }
 
 
 def cell(*tags: str) -> dict:
@@ -36,12 +40,15 @@ def test_numbers_are_split_from_the_words_around_them():
     assert words == ["CNN:", "parameters, test", ", error", ""]
 
 
-@pytest.mark.parametrize("stored, fresh, ok", [
-    ("test accuracy 0.9823", "test accuracy 0.9827", True),    # another CPU: a few 1e-4
-    ("test accuracy 0.9940", "test accuracy 0.9890", False),   # half a point lost
-    ("test accuracy 0.9940", "validation accuracy 0.9940", False),  # the words are exact
-    ("0.9823  0.9940", "0.9823", False),                       # a number went missing
-])
+@pytest.mark.parametrize(
+    "stored, fresh, ok",
+    [
+        ("test accuracy 0.9823", "test accuracy 0.9827", True),  # another CPU: a few 1e-4
+        ("test accuracy 0.9940", "test accuracy 0.9890", False),  # half a point lost
+        ("test accuracy 0.9940", "validation accuracy 0.9940", False),  # the words are exact
+        ("0.9823  0.9940", "0.9823", False),  # a number went missing
+    ],
+)
 def test_accuracy_tolerance(stored, fresh, ok):
     assert (V.compare_text(stored, fresh, V.tolerance("accuracy")) is None) is ok
 
@@ -105,14 +112,17 @@ def test_a_missing_or_renamed_glue_fails():
 
 def test_glue_writes_what_myst_nb_reads(monkeypatch):
     shown = []
-    monkeypatch.setattr("IPython.display.display", lambda data, raw, metadata: shown.append(
-        (data, metadata)))
+    monkeypatch.setattr(
+        "IPython.display.display", lambda data, raw, metadata: shown.append((data, metadata))
+    )
     V.glue("cnn_test_acc", np.float64(0.994), "accuracy")  # numpy scalars become numbers
     V.glue("cnn_params", 421_738)
     (data, metadata), (_, exact_metadata) = shown
     assert data == {"application/papermill.record/text/plain": "0.994"}
-    assert metadata["scrapbook"] == {"name": "cnn_test_acc",
-                                     "mime_prefix": "application/papermill.record/"}
+    assert metadata["scrapbook"] == {
+        "name": "cnn_test_acc",
+        "mime_prefix": "application/papermill.record/",
+    }
     assert metadata["dlbook"] == {"tolerance": "accuracy"} and "dlbook" not in exact_metadata
 
 
@@ -121,8 +131,11 @@ def _notebook(source: str, outputs: list[dict], tags: list[str]) -> str:
     code = nbformat.v4.new_code_cell(source, metadata={"tags": tags})
     code.outputs, code.execution_count = [nbformat.from_dict(o) for o in outputs], 1
     nb.cells = [code]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nbformat.writes(nb)
 
 
@@ -130,15 +143,20 @@ def test_the_hook_inside_nbval(pytester):
     """Real nbval and a real kernel: within tolerance passes, outside fails, exact change fails."""
     pytester.makeconftest("import dlbook.validation\ndlbook.validation.install_nbval_hook()")
     within = [stream("test accuracy 0.9830\n")]
-    pytester.makefile(".ipynb", within=_notebook('print("test accuracy 0.9827")', within,
-                                                 ["tolerance:accuracy"]),
-                      outside=_notebook('print("test accuracy 0.9700")', within,
-                                        ["tolerance:accuracy"]),
-                      exact=_notebook('print(101770)', [stream("101771\n")], []),
-                      glued=_notebook('import dlbook as dl\ndl.glue("acc", 0.9827, "accuracy")',
-                                      [glued("acc", "0.983", "accuracy")], []))
-    result = pytester.runpytest_subprocess("--nbval", "--nbval-current-env",
-                                           "-p", "no:cacheprovider")
+    pytester.makefile(
+        ".ipynb",
+        within=_notebook('print("test accuracy 0.9827")', within, ["tolerance:accuracy"]),
+        outside=_notebook('print("test accuracy 0.9700")', within, ["tolerance:accuracy"]),
+        exact=_notebook("print(101770)", [stream("101771\n")], []),
+        glued=_notebook(
+            'import dlbook as dl\ndl.glue("acc", 0.9827, "accuracy")',
+            [glued("acc", "0.983", "accuracy")],
+            [],
+        ),
+    )
+    result = pytester.runpytest_subprocess(
+        "--nbval", "--nbval-current-env", "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=2, failed=2)
     out = result.stdout.str()
     assert "0.97 is too far from the stored 0.983" in out and "101771" in out
@@ -148,9 +166,27 @@ def test_the_repository_applies_the_contract_to_a_single_notebook(tmp_path):
     """`pytest --nbval one.ipynb` from the repository uses the tolerances, not only the suite."""
     repo = Path(__file__).resolve().parents[1]
     notebook = tmp_path / "one.ipynb"
-    notebook.write_text(_notebook('print("test accuracy 0.9827")',
-                                  [stream("test accuracy 0.9830\n")], ["tolerance:accuracy"]))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-c", str(repo / "pyproject.toml"),
-                          "--rootdir", str(repo), "--nbval", str(notebook)],
-                         cwd=repo, capture_output=True, text=True)
+    notebook.write_text(
+        _notebook(
+            'print("test accuracy 0.9827")',
+            [stream("test accuracy 0.9830\n")],
+            ["tolerance:accuracy"],
+        )
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(repo / "pyproject.toml"),
+            "--rootdir",
+            str(repo),
+            "--nbval",
+            str(notebook),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout[-2000:]

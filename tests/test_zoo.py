@@ -4,8 +4,10 @@ import torch
 import dlbook as dl
 from dlbook import zoo
 
-SMALL = {"mlp": dl.Recipe("mlp", {"hidden": 16}, num_epochs=1, batch_size=64),
-         "cnn": dl.Recipe("cnn", {"c1": 4, "c2": 8, "hidden": 16}, num_epochs=1, batch_size=64)}
+SMALL = {
+    "mlp": dl.Recipe("mlp", {"hidden": 16}, num_epochs=1, batch_size=64),
+    "cnn": dl.Recipe("cnn", {"c1": 4, "c2": 8, "hidden": 16}, num_epochs=1, batch_size=64),
+}
 
 
 @pytest.fixture
@@ -31,7 +33,10 @@ def test_loads_from_artifacts_without_training(artifacts, tiny_splits, monkeypat
     monkeypatch.setattr(zoo, "train_recipe", no_training)
     second, meta = dl.trained_model("mlp", data=tiny_splits)
     X = tiny_splits.X_test
-    assert torch.equal(first(X), second(X)) and meta["normalization"] == [dl.MNIST_MEAN, dl.MNIST_STD]
+    assert torch.equal(first(X), second(X)) and meta["normalization"] == [
+        dl.MNIST_MEAN,
+        dl.MNIST_STD,
+    ]
 
 
 def test_a_damaged_cache_is_retrained(artifacts, tiny_splits, capsys):

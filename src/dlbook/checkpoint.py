@@ -1,10 +1,12 @@
 """Checkpoints without pickle: tensors in safetensors, everything else in JSON beside them."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -35,9 +37,14 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(part, path)
 
 
-def save_checkpoint(path: Path | str, model: nn.Module, meta: dict | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-                    history=None) -> Path:
+def save_checkpoint(
+    path: Path | str,
+    model: nn.Module,
+    meta: dict | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler=None,
+    history=None,
+) -> Path:
     """Save model (and optionally optimizer, scheduler, history) to <path>.safetensors + .json."""
     tensors_path, meta_path = checkpoint_paths(path)
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +60,7 @@ def save_checkpoint(path: Path | str, model: nn.Module, meta: dict | None = None
         record["scheduler"] = scheduler.state_dict()
     if history is not None:
         from dataclasses import asdict
+
         record["history"] = asdict(history)
     _atomic_write(tensors_path, lambda p: save_file(tensors, str(p)))
     record["sha256"] = file_digest(tensors_path)
@@ -69,21 +77,27 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, Tensor], dict]:
     try:
         record = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"checkpoint metadata {meta_path} is not valid JSON ({err})") from None
+        raise CheckpointError(
+            f"checkpoint metadata {meta_path} is not valid JSON ({err})"
+        ) from None
     if record.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a {FORMAT} checkpoint")
     if file_digest(tensors_path) != record.get("sha256"):
-        raise CheckpointError(f"{tensors_path} does not match the SHA-256 in {meta_path.name}: "
-                              "it was truncated or modified; refusing to load it")
+        raise CheckpointError(
+            f"{tensors_path} does not match the SHA-256 in {meta_path.name}: "
+            "it was truncated or modified; refusing to load it"
+        )
     try:
         tensors = load_file(str(tensors_path))
     except SafetensorError as err:
-        raise CheckpointError(f"{tensors_path} is not a readable safetensors file ({err})") from None
+        raise CheckpointError(
+            f"{tensors_path} is not a readable safetensors file ({err})"
+        ) from None
     return tensors, record
 
 
 def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _load_state(model: nn.Module, tensors: dict[str, Tensor], path: Path | str) -> None:
@@ -91,7 +105,9 @@ def _load_state(model: nn.Module, tensors: dict[str, Tensor], path: Path | str) 
     try:
         model.load_state_dict(_strip(tensors, "model."), strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}: {err}") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit {type(model).__name__}: {err}"
+        ) from None
 
 
 def load_weights(path: Path | str, model: nn.Module) -> dict:
@@ -112,8 +128,9 @@ def load_model(path: Path | str, build: Callable[[dict], nn.Module]) -> tuple[nn
     return model, record
 
 
-def load_training_state(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler=None):
+def load_training_state(
+    path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler=None
+):
     """Restore model, optimizer, scheduler and history; return (history, next epoch)."""
     from .training import History
 

@@ -1,12 +1,13 @@
 """MNIST, offline first: a mirror folder, then the internet; preloaded tensors and batch iterators."""
+
 from __future__ import annotations
 
 import gzip
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -32,18 +33,26 @@ def mnist_files() -> dict[str, str]:
 def _copy_from_mirror(mirror: Path, raw: Path) -> None:
     """Copy verified archives from the mirror into raw/, atomically (never a half-written file)."""
     if not mirror.is_dir():
-        hint = ("" if mirror.is_absolute() else f" (a relative path is read from the current "
-                f"folder, here {Path.cwd()}; notebooks run from chapters/, so give an absolute path)")
-        raise DataError(f"{MIRROR_ENV}={mirror} is not a folder{hint}; point it at the folder "
-                        "holding the four MNIST .gz files, or unset it.")
+        hint = (
+            ""
+            if mirror.is_absolute()
+            else f" (a relative path is read from the current "
+            f"folder, here {Path.cwd()}; notebooks run from chapters/, so give an absolute path)"
+        )
+        raise DataError(
+            f"{MIRROR_ENV}={mirror} is not a folder{hint}; point it at the folder "
+            "holding the four MNIST .gz files, or unset it."
+        )
     raw.mkdir(parents=True, exist_ok=True)
     for name, md5 in mnist_files().items():
         source, target = mirror / name, raw / name
         if target.exists() or not source.exists():
             continue
         if file_digest(source, "md5") != md5:
-            raise DataError(f"corrupted MNIST file in the mirror: {source} (MD5 mismatch). "
-                            "Replace it with the official file.")
+            raise DataError(
+                f"corrupted MNIST file in the mirror: {source} (MD5 mismatch). "
+                "Replace it with the official file."
+            )
         part = target.with_name(target.name + ".part")
         shutil.copyfile(source, part)
         os.replace(part, target)
@@ -54,8 +63,10 @@ def _check_archives(raw: Path) -> None:
     for name, md5 in mnist_files().items():
         path = raw / name
         if path.exists() and file_digest(path, "md5") != md5:
-            raise DataError(f"corrupted MNIST file: {path} (MD5 mismatch with torchvision's). "
-                            "Delete it and run again to fetch a fresh copy.")
+            raise DataError(
+                f"corrupted MNIST file: {path} (MD5 mismatch with torchvision's). "
+                "Delete it and run again to fetch a fresh copy."
+            )
 
 
 def _extract(raw: Path) -> None:
@@ -111,11 +122,16 @@ class MNISTSplits:
     X_test: Tensor  # (10000, 1, 28, 28)
     y_test: Tensor  # (10000,)
 
-    def subset(self, n_train: int, n_eval: int) -> "MNISTSplits":
+    def subset(self, n_train: int, n_eval: int) -> MNISTSplits:
         """The first n_train training and n_eval validation/test images (for smoke runs)."""
-        return MNISTSplits(self.X_train[:n_train], self.y_train[:n_train],
-                           self.X_val[:n_eval], self.y_val[:n_eval],
-                           self.X_test[:n_eval], self.y_test[:n_eval])
+        return MNISTSplits(
+            self.X_train[:n_train],
+            self.y_train[:n_train],
+            self.X_val[:n_eval],
+            self.y_val[:n_eval],
+            self.X_test[:n_eval],
+            self.y_test[:n_eval],
+        )
 
 
 def _read_split(root: Path, train: bool) -> tuple[Tensor, Tensor]:
@@ -123,8 +139,10 @@ def _read_split(root: Path, train: bool) -> tuple[Tensor, Tensor]:
     try:
         ds = datasets.MNIST(root, train=train, download=False)
     except Exception as err:  # a truncated idx file fails inside torchvision's parser
-        raise DataError(f"could not read MNIST under {root / 'MNIST' / 'raw'} ({err}). Delete the "
-                        "extracted *-ubyte files there and run again to re-extract them.") from None
+        raise DataError(
+            f"could not read MNIST under {root / 'MNIST' / 'raw'} ({err}). Delete the "
+            "extracted *-ubyte files there and run again to re-extract them."
+        ) from None
     return ds.data, ds.targets
 
 
@@ -139,23 +157,29 @@ def load_mnist(device: torch.device | str = "cpu", root: Path | None = None) -> 
     return MNISTSplits(X[:n], y[:n], X[n:], y[n:], X_test, y_test)
 
 
-def iterate_batches(X: Tensor, y: Tensor, batch_size: int, shuffle: bool = False,
-                    seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+def iterate_batches(
+    X: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (X_batch, y_batch) slices of preloaded tensors; shuffled by a seeded generator."""
     n = len(X)
     if shuffle:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(X.device)
     for start in range(0, n, batch_size):
         if shuffle:
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             yield X[idx], y[idx]
         else:
-            yield X[start:start + batch_size], y[start:start + batch_size]
+            yield X[start : start + batch_size], y[start : start + batch_size]
 
 
-def per_sample_loader(train: bool = True, batch_size: int = 64, shuffle: bool = True,
-                      root: Path | None = None, normalize_input: bool = False,
-                      num_workers: int = 0) -> DataLoader:
+def per_sample_loader(
+    train: bool = True,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    root: Path | None = None,
+    normalize_input: bool = False,
+    num_workers: int = 0,
+) -> DataLoader:
     """The seed program's pipeline: a DataLoader converting one PIL image at a time with ToTensor."""
     root = ensure_mnist(root)
     steps = [transforms.ToTensor()]

@@ -6,6 +6,7 @@
 An `--inplace` run also records its lines in `chapters/run-report.json` (one line per chapter:
 the run that produced its stored outputs) and refreshes the page that shows it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,18 +52,33 @@ def machine_summary(device: str) -> dict:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         text = cpuinfo.read_text(errors="replace")
-        model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                      if line.startswith("model name")), "")
-        flags = {f for line in text.splitlines() if line.startswith(("flags", "Features"))
-                 for f in line.split(":", 1)[1].split()}
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in text.splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
+        flags = {
+            f
+            for line in text.splitlines()
+            if line.startswith(("flags", "Features"))
+            for f in line.split(":", 1)[1].split()
+        }
     else:
         model = platform.processor()
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
-    info = {"cpu": model or platform.machine(), "cpu_count": os.cpu_count(),
-            "cpu_flags": [f for f in wanted if f in flags],
-            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0],
-            "python": platform.python_version(), "os": platform.system()}
+    info = {
+        "cpu": model or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_flags": [f for f in wanted if f in flags],
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__.split("+")[0],
+        "python": platform.python_version(),
+        "os": platform.system(),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -87,7 +103,7 @@ class PeakMemory:
             self.peak = max(self.peak, rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -126,8 +142,10 @@ def find_chapters(names: list[str], every: list[Path]) -> list[Path]:
         matches = [p for p in every if p.stem == name] or [p for p in every if name in p.stem]
         if len(matches) != 1:
             known = ", ".join(p.stem for p in every) or "none"
-            raise SystemExit(f"error: chapter {name!r} matches {len(matches)} notebooks; "
-                             f"give a path or one of: {known}")
+            raise SystemExit(
+                f"error: chapter {name!r} matches {len(matches)} notebooks; "
+                f"give a path or one of: {known}"
+            )
         found.append(matches[0])
     return found
 
@@ -153,8 +171,14 @@ def _default(parameter: dict):
         return None
 
 
-def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
-                device: str = "-", failed_dir: Path | None = None) -> ChapterRun:
+def run_chapter(
+    path: Path,
+    output: Path,
+    parameters: dict,
+    timeout: int | None,
+    device: str = "-",
+    failed_dir: Path | None = None,
+) -> ChapterRun:
     """Execute one chapter into `output`; a failed run goes to `failed_dir`, never over it.
 
     `failed_dir` defaults to the output's folder; for `--inplace` runs the caller passes the
@@ -165,8 +189,14 @@ def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
     with tempfile.TemporaryDirectory() as scratch, PeakMemory() as memory:
         tmp = Path(scratch) / path.name  # never inside chapters/, where nbval would collect it
         try:
-            pm.execute_notebook(str(path), str(tmp), parameters=parameters, cwd=str(path.parent),
-                                progress_bar=False, execution_timeout=timeout)
+            pm.execute_notebook(
+                str(path),
+                str(tmp),
+                parameters=parameters,
+                cwd=str(path.parent),
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
         except pm.PapermillExecutionError as err:
             status = "failed"
             index = chapter_cell_index(tmp, err.cell_index)
@@ -180,9 +210,15 @@ def run_chapter(path: Path, output: Path, parameters: dict, timeout: int | None,
             part = target.with_name(f".{target.name}.part")
             _write_without_local_paths(tmp, part, path.name)
             os.replace(part, target)
-    return ChapterRun(path.stem, device, parameters,
-                      round(time.perf_counter() - tic, 2), round(memory.peak / 2**20, 1),
-                      status, error)
+    return ChapterRun(
+        path.stem,
+        device,
+        parameters,
+        round(time.perf_counter() - tic, 2),
+        round(memory.peak / 2**20, 1),
+        status,
+        error,
+    )
 
 
 def failed_copy(folder: Path, chapter: Path) -> Path:
@@ -207,28 +243,51 @@ def chapter_cell_index(executed: Path, index: int) -> int:
     import nbformat
 
     cells = nbformat.read(executed, as_version=4).cells
-    injected = [i for i, c in enumerate(cells)
-                if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    injected = [
+        i
+        for i, c in enumerate(cells)
+        if "injected-parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     return index - 1 if injected and injected[0] < index else index
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dlbook.execute", description=__doc__.split("\n")[0])
-    parser.add_argument("chapters", nargs="*", metavar="CHAPTER",
-                        help="notebook paths or name stems (default: every chapter)")
+    parser = argparse.ArgumentParser(
+        prog="python -m dlbook.execute", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "chapters",
+        nargs="*",
+        metavar="CHAPTER",
+        help="notebook paths or name stems (default: every chapter)",
+    )
     parser.add_argument("--device", choices=DEVICES, default="auto")
-    parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch: seconds per chapter")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny data, one epoch: seconds per chapter"
+    )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--inplace", action="store_true", help="overwrite the chapters (only on success)")
-    where.add_argument("--output-dir", type=Path, default=None,
-                       help="write executed notebooks here (default: _build/executed)")
+    where.add_argument(
+        "--inplace", action="store_true", help="overwrite the chapters (only on success)"
+    )
+    where.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="write executed notebooks here (default: _build/executed)",
+    )
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
-    parser.add_argument("--chapters-dir", type=Path, default=None,
-                        help="run the notebooks of this folder instead of the book's (sorted by name)")
+    parser.add_argument(
+        "--chapters-dir",
+        type=Path,
+        default=None,
+        help="run the notebooks of this folder instead of the book's (sorted by name)",
+    )
     args = parser.parse_args(argv)
     if args.smoke and args.inplace:
-        parser.error("--smoke --inplace would replace the chapters' full-run outputs with smoke "
-                     "outputs; use --output-dir for a smoke run")
+        parser.error(
+            "--smoke --inplace would replace the chapters' full-run outputs with smoke "
+            "outputs; use --output-dir for a smoke run"
+        )
     return args
 
 
@@ -241,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     root = repo_root() or Path.cwd()
-    every = (sorted(args.chapters_dir.glob("*.ipynb")) if args.chapters_dir
-             else toc_notebooks(root))
+    every = sorted(args.chapters_dir.glob("*.ipynb")) if args.chapters_dir else toc_notebooks(root)
     # The report page shows runs; it is refreshed after them, not measured among them.
     every = [p for p in every if p.stem != REPORT_PAGE]
     chapters = find_chapters(args.chapters, every)
@@ -259,13 +317,23 @@ def main(argv: list[str] | None = None) -> int:
         run.machine = machine
         run.finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         kept = failed_copy(report_dir, path)
-        print(f"  {run.status} in {run.wall_seconds:.1f} s, peak memory {run.peak_memory_mb:.0f} MB"
-              + (f"\n  FAILED at {run.error}" if run.error else "")
-              + (f"\n  the failed run is kept in {kept}" if run.error and kept.exists() else ""),
-              flush=True)
+        print(
+            f"  {run.status} in {run.wall_seconds:.1f} s, peak memory {run.peak_memory_mb:.0f} MB"
+            + (f"\n  FAILED at {run.error}" if run.error else "")
+            + (f"\n  the failed run is kept in {kept}" if run.error and kept.exists() else ""),
+            flush=True,
+        )
     report = report_dir / "run-report.json"
-    report.write_text(json.dumps({"device_requested": args.device, "resolved": device,
-                                  "runs": [asdict(r) for r in runs]}, indent=1))
+    report.write_text(
+        json.dumps(
+            {
+                "device_requested": args.device,
+                "resolved": device,
+                "runs": [asdict(r) for r in runs],
+            },
+            indent=1,
+        )
+    )
     print(format_report(runs))
     print(f"report written to {report}")
     if args.inplace and not args.chapters_dir:
@@ -283,8 +351,10 @@ def record_inplace_runs(root: Path, runs: list[ChapterRun], timeout: int | None)
     lines = {line["chapter"]: line for line in lines}
     lines.update({run.chapter: asdict(run) for run in runs})
     order = [p.stem for p in toc_notebooks(root)]
-    ordered = sorted(lines.values(), key=lambda l: order.index(l["chapter"])
-                     if l["chapter"] in order else len(order))
+    ordered = sorted(
+        lines.values(),
+        key=lambda l: order.index(l["chapter"]) if l["chapter"] in order else len(order),
+    )
     committed.write_text(json.dumps({"runs": ordered}, indent=1) + "\n")
     page = root / "chapters" / f"{REPORT_PAGE}.ipynb"
     if runs and page.is_file():
@@ -295,8 +365,17 @@ def record_inplace_runs(root: Path, runs: list[ChapterRun], timeout: int | None)
 def format_report(runs: list[ChapterRun]) -> str:
     """A plain-text table of the runs."""
     rows = [("chapter", "device", "parameters", "wall s", "peak MB", "status")]
-    rows += [(r.chapter, r.device, json.dumps(r.parameters), f"{r.wall_seconds:.1f}",
-              f"{r.peak_memory_mb:.0f}", r.status) for r in runs]
+    rows += [
+        (
+            r.chapter,
+            r.device,
+            json.dumps(r.parameters),
+            f"{r.wall_seconds:.1f}",
+            f"{r.peak_memory_mb:.0f}",
+            r.status,
+        )
+        for r in runs
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
 

@@ -1,12 +1,13 @@
 """Export for deployment: ONNX (dynamo), ONNX Runtime sessions, int8 quantization, torch.export."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,9 +19,14 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
     model = model.cpu().eval()
     example = (torch.zeros(2, 1, 28, 28),)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every stage
-        program = torch.onnx.export(model, example, dynamo=True, input_names=["X"],
-                                    output_names=["logits"],
-                                    dynamic_shapes={"X": {0: torch.export.Dim("batch")}})
+        program = torch.onnx.export(
+            model,
+            example,
+            dynamo=True,
+            input_names=["X"],
+            output_names=["logits"],
+            dynamic_shapes={"X": {0: torch.export.Dim("batch")}},
+        )
     # The exporter tags every node with debug metadata, including stack traces with this
     # machine's file paths: drop it, so the file leaks no paths and the same weights give the
     # same bytes wherever the repository is cloned.
@@ -45,8 +51,10 @@ def ort_session(path: Path, threads: int | None = None):
 
 def run_onnx(session, X: Tensor, batch_size: int = 1000) -> Tensor:
     """Logits (N, 10) from an ONNX Runtime session, in batches."""
-    out = [session.run(None, {"X": X[i:i + batch_size].cpu().numpy()})[0]
-           for i in range(0, len(X), batch_size)]
+    out = [
+        session.run(None, {"X": X[i : i + batch_size].cpu().numpy()})[0]
+        for i in range(0, len(X), batch_size)
+    ]
     return torch.from_numpy(np.concatenate(out))
 
 
@@ -68,8 +76,9 @@ def quantize_int8(src: Path, dst: Path) -> Path:
 def export_program(model: nn.Module, path: Path) -> Path:
     """Save a torch.export program (.pt2) with a dynamic batch dimension."""
     example = (torch.zeros(2, 1, 28, 28),)
-    program = torch.export.export(model.cpu().eval(), example,
-                                  dynamic_shapes={"X": {0: torch.export.Dim("batch")}})
+    program = torch.export.export(
+        model.cpu().eval(), example, dynamic_shapes={"X": {0: torch.export.Dim("batch")}}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path))
     return path
@@ -83,13 +92,15 @@ def load_program(path: Path) -> Callable[[Tensor], Tensor]:
 @torch.inference_mode()
 def logits_of(fn: Callable[[Tensor], Tensor], X: Tensor, batch_size: int = 1000) -> Tensor:
     """Logits (N, 10) of a callable model, in batches."""
-    return torch.cat([fn(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
+    return torch.cat([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
 
 
 def parity(reference: Tensor, other: Tensor) -> dict:
     """Max absolute logit difference and share of identical predicted labels."""
-    return {"max_abs_diff": (reference - other).abs().max().item(),
-            "same_prediction": (reference.argmax(1) == other.argmax(1)).double().mean().item()}
+    return {
+        "max_abs_diff": (reference - other).abs().max().item(),
+        "same_prediction": (reference.argmax(1) == other.argmax(1)).double().mean().item(),
+    }
 
 
 def median_latency(fn: Callable[[], object], warmup: int = 10, repeats: int = 50) -> float:

@@ -12,12 +12,13 @@ Conventions (they match scikit-learn's unless a docstring says otherwise):
   they are NaN per class and left out of the macro average (scikit-learn returns NaN for that
   macro average, and 0.0 for such a class's average precision).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,10 @@ def _as_labels(y: Tensor, name: str) -> Tensor:
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D labels of shape (N,); got shape {tuple(y.shape)}")
     if y.dtype.is_floating_point or y.dtype.is_complex:
-        raise ValueError(f"{name} must hold integer class labels; got dtype {y.dtype}. "
-                         "Pass logits.argmax(1) for predictions.")
+        raise ValueError(
+            f"{name} must hold integer class labels; got dtype {y.dtype}. "
+            "Pass logits.argmax(1) for predictions."
+        )
     if len(y) == 0:
         raise ValueError(f"{name} is empty: metrics need at least one sample")
     if bool((y < 0).any()):
@@ -51,8 +54,10 @@ def _pair(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
     """Validated labels of equal length on the same device."""
     y_true, y_pred = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
     if len(y_true) != len(y_pred):
-        raise ValueError(f"y_true and y_pred have different lengths ({len(y_true)} vs "
-                         f"{len(y_pred)}): pass one prediction per sample")
+        raise ValueError(
+            f"y_true and y_pred have different lengths ({len(y_true)} vs "
+            f"{len(y_pred)}): pass one prediction per sample"
+        )
     return y_true, y_pred.to(y_true.device)
 
 
@@ -62,8 +67,10 @@ def _num_classes(num_classes: int | None, *ys: Tensor) -> int:
     if num_classes is None:
         return largest
     if largest > num_classes:
-        raise ValueError(f"labels go up to {largest - 1} but num_classes={num_classes}; "
-                         "raise num_classes or fix the labels")
+        raise ValueError(
+            f"labels go up to {largest - 1} but num_classes={num_classes}; "
+            "raise num_classes or fix the labels"
+        )
     return num_classes
 
 
@@ -123,8 +130,13 @@ class PRF:
     support: Tensor  # (C,) number of true samples of each class
 
 
-def precision_recall_f1(y_true: Tensor, y_pred: Tensor, num_classes: int | None = None,
-                        average: str | None = None, zero_division: float = 0.0) -> PRF:
+def precision_recall_f1(
+    y_true: Tensor,
+    y_pred: Tensor,
+    num_classes: int | None = None,
+    average: str | None = None,
+    zero_division: float = 0.0,
+) -> PRF:
     """Per-class precision, recall and F1, or their 'macro', 'micro' or 'weighted' average.
 
     F1 = 2 TP / (2 TP + FP + FN); a ratio with a zero denominator is `zero_division`.
@@ -133,8 +145,9 @@ def precision_recall_f1(y_true: Tensor, y_pred: Tensor, num_classes: int | None 
     """
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}; got {average!r}")
-    if not (zero_division in (0, 1) or (isinstance(zero_division, float)
-                                        and math.isnan(zero_division))):
+    if not (
+        zero_division in (0, 1) or (isinstance(zero_division, float) and math.isnan(zero_division))
+    ):
         raise ValueError(f"zero_division must be 0.0, 1.0 or float('nan'); got {zero_division!r}")
     cm = confusion_matrix(y_true, y_pred, num_classes)
     dtype = _float_dtype(cm.device)
@@ -161,7 +174,7 @@ def top_k_accuracy(y_true: Tensor, scores: Tensor, k: int = 1) -> float:
     scores = torch.as_tensor(scores).to(y_true.device)
     if scores.ndim != 2 or len(scores) != len(y_true):
         raise ValueError(f"scores must have shape (N={len(y_true)}, C); got {tuple(scores.shape)}")
-    if not 1 <= k:
+    if not k >= 1:
         raise ValueError(f"k must be >= 1; got {k}")
     _num_classes(scores.shape[1], y_true)
     true_score = scores.gather(1, y_true[:, None])  # (N, 1)
@@ -184,8 +197,10 @@ def _binary(y_true: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
     """Validated 0/1 targets (N,) and scores (N,) on one device."""
     y_true, scores = torch.as_tensor(y_true), torch.as_tensor(scores)
     if y_true.ndim != 1 or scores.shape != y_true.shape:
-        raise ValueError(f"y_true and scores must both have shape (N,); got "
-                         f"{tuple(y_true.shape)} and {tuple(scores.shape)}")
+        raise ValueError(
+            f"y_true and scores must both have shape (N,); got "
+            f"{tuple(y_true.shape)} and {tuple(scores.shape)}"
+        )
     if len(y_true) == 0:
         raise ValueError("y_true is empty: curves need at least one sample")
     if not bool(((y_true == 0) | (y_true == 1)).all()):
@@ -211,8 +226,9 @@ def binary_clf_curve(y_true: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Te
     return fps, tps, scores[idx]
 
 
-def roc_curve(y_true: Tensor, scores: Tensor,
-              drop_intermediate: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+def roc_curve(
+    y_true: Tensor, scores: Tensor, drop_intermediate: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
     """False positive rate, true positive rate and thresholds (the first one +inf).
 
     Needs both classes in `y_true` (a ValueError otherwise). `drop_intermediate` drops
@@ -220,8 +236,10 @@ def roc_curve(y_true: Tensor, scores: Tensor,
     """
     fps, tps, thresholds = binary_clf_curve(y_true, scores)
     if tps[-1] == 0 or fps[-1] == 0:
-        raise ValueError("a ROC curve needs positive and negative samples; y_true has only one "
-                         "class (use roc_auc, which returns NaN in that case)")
+        raise ValueError(
+            "a ROC curve needs positive and negative samples; y_true has only one "
+            "class (use roc_auc, which returns NaN in that case)"
+        )
     if drop_intermediate and len(fps) > 2:
         corner = (fps.diff(2) != 0) | (tps.diff(2) != 0)
         true = torch.ones(1, dtype=torch.bool, device=fps.device)
@@ -257,14 +275,19 @@ def precision_recall_curve(y_true: Tensor, scores: Tensor) -> tuple[Tensor, Tens
     """
     fps, tps, thresholds = binary_clf_curve(y_true, scores)
     if tps[-1] == 0:
-        raise ValueError("a precision-recall curve needs at least one positive sample in y_true "
-                         "(use average_precision, which returns NaN in that case)")
+        raise ValueError(
+            "a precision-recall curve needs at least one positive sample in y_true "
+            "(use average_precision, which returns NaN in that case)"
+        )
     dtype = _float_dtype(tps.device)
     precision = tps.to(dtype) / (tps + fps).to(dtype)  # tps + fps >= 1 at every threshold
     recall = tps.to(dtype) / tps[-1].to(dtype)
     one, zero = torch.ones(1, dtype=dtype, device=tps.device), torch.zeros_like(recall[:1])
-    return (torch.cat([precision.flip(0), one]), torch.cat([recall.flip(0), zero]),
-            thresholds.flip(0))
+    return (
+        torch.cat([precision.flip(0), one]),
+        torch.cat([recall.flip(0), zero]),
+        thresholds.flip(0),
+    )
 
 
 def average_precision(y_true: Tensor, scores: Tensor) -> float:
@@ -279,8 +302,9 @@ def average_precision(y_true: Tensor, scores: Tensor) -> float:
     return max(0.0, -(recall.diff() * precision[:-1]).sum().item())
 
 
-def _one_vs_rest(metric: Callable[[Tensor, Tensor], float], y_true: Tensor, probs: Tensor,
-                 average: str | None) -> Tensor | float:
+def _one_vs_rest(
+    metric: Callable[[Tensor, Tensor], float], y_true: Tensor, probs: Tensor, average: str | None
+) -> Tensor | float:
     """A binary ranking metric for each class against the rest, then averaged."""
     if average not in (None, "macro", "weighted"):
         raise ValueError(f"average must be None, 'macro' or 'weighted'; got {average!r}")
@@ -288,8 +312,9 @@ def _one_vs_rest(metric: Callable[[Tensor, Tensor], float], y_true: Tensor, prob
     probs = _check_probs(probs, len(y_true)).to(y_true.device)
     C = probs.shape[1]
     _num_classes(C, y_true)
-    per_class = torch.tensor([metric(y_true == c, probs[:, c]) for c in range(C)],
-                             dtype=torch.float64)  # (C,) NaN where undefined
+    per_class = torch.tensor(
+        [metric(y_true == c, probs[:, c]) for c in range(C)], dtype=torch.float64
+    )  # (C,) NaN where undefined
     if average is None:
         return per_class
     support = torch.bincount(y_true.cpu(), minlength=C)
@@ -301,8 +326,9 @@ def roc_auc_ovr(y_true: Tensor, probs: Tensor, average: str | None = "macro") ->
     return _one_vs_rest(roc_auc, y_true, probs, average)
 
 
-def average_precision_ovr(y_true: Tensor, probs: Tensor,
-                          average: str | None = "macro") -> Tensor | float:
+def average_precision_ovr(
+    y_true: Tensor, probs: Tensor, average: str | None = "macro"
+) -> Tensor | float:
     """One-vs-rest average precision per class (NaN for a class absent from y_true), or mean."""
     return _one_vs_rest(average_precision, y_true, probs, average)
 
@@ -323,13 +349,16 @@ class ReliabilityBins:
         return (gap * self.counts).sum().item() / self.counts.sum().item()
 
 
-def reliability_bins_from(confidence: Tensor, correct: Tensor,
-                          num_bins: int = NUM_BINS) -> ReliabilityBins:
+def reliability_bins_from(
+    confidence: Tensor, correct: Tensor, num_bins: int = NUM_BINS
+) -> ReliabilityBins:
     """Bin confidences (N,) in [0, 1] with 0/1 correctness (N,) into equal-width bins (lo, hi]."""
     confidence, correct = torch.as_tensor(confidence), torch.as_tensor(correct)
     if confidence.ndim != 1 or correct.shape != confidence.shape or len(confidence) == 0:
-        raise ValueError(f"confidence and correct must both have shape (N,) with N >= 1; got "
-                         f"{tuple(confidence.shape)} and {tuple(correct.shape)}")
+        raise ValueError(
+            f"confidence and correct must both have shape (N,) with N >= 1; got "
+            f"{tuple(confidence.shape)} and {tuple(correct.shape)}"
+        )
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1; got {num_bins}")
     if bool(((confidence < 0) | (confidence > 1)).any()):
@@ -344,8 +373,12 @@ def reliability_bins_from(confidence: Tensor, correct: Tensor,
     conf_sum = zeros.index_add(0, bins, confidence)  # (B,)
     acc_sum = zeros.index_add(0, bins, correct)  # (B,)
     n, nan = counts.to(dtype).clamp(min=1), torch.full_like(zeros, float("nan"))
-    return ReliabilityBins(edges.cpu(), torch.where(counts > 0, conf_sum / n, nan).cpu(),
-                           torch.where(counts > 0, acc_sum / n, nan).cpu(), counts.cpu())
+    return ReliabilityBins(
+        edges.cpu(),
+        torch.where(counts > 0, conf_sum / n, nan).cpu(),
+        torch.where(counts > 0, acc_sum / n, nan).cpu(),
+        counts.cpu(),
+    )
 
 
 def reliability_bins(probs: Tensor, y_true: Tensor, num_bins: int = NUM_BINS) -> ReliabilityBins:
@@ -361,8 +394,9 @@ def expected_calibration_error(probs: Tensor, y_true: Tensor, num_bins: int = NU
     return reliability_bins(probs, y_true, num_bins).ece
 
 
-def fit_temperature(logits: Tensor, y_true: Tensor, low: float = 1e-2, high: float = 1e2,
-                    steps: int = 60) -> float:
+def fit_temperature(
+    logits: Tensor, y_true: Tensor, low: float = 1e-2, high: float = 1e2, steps: int = 60
+) -> float:
     """The temperature T > 0 minimizing the NLL of softmax(logits / T); fit it on validation.
 
     The NLL is convex in 1/T, so its derivative E_p[z] - z_y is increasing in 1/T and bisection
@@ -396,9 +430,14 @@ class BootstrapCI:
     samples: Tensor  # (num_bootstrap,) the metric on each resample
 
 
-def bootstrap_ci(y_true: Tensor, y_pred: Tensor, metric: Callable = accuracy,
-                 num_bootstrap: int = 1000, confidence: float = 0.95,
-                 seed: int = 0) -> BootstrapCI:
+def bootstrap_ci(
+    y_true: Tensor,
+    y_pred: Tensor,
+    metric: Callable = accuracy,
+    num_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapCI:
     """Percentile bootstrap interval: resample (y_true, y_pred) pairs with replacement.
 
     Resampling uses a seeded CPU `torch.Generator`, so the interval repeats exactly.
@@ -409,8 +448,9 @@ def bootstrap_ci(y_true: Tensor, y_pred: Tensor, metric: Callable = accuracy,
         raise ValueError(f"num_bootstrap must be >= 1; got {num_bootstrap}")
     y_true, y_pred = torch.as_tensor(y_true), torch.as_tensor(y_pred)
     if len(y_true) != len(y_pred) or len(y_true) == 0:
-        raise ValueError(f"y_true and y_pred need the same, non-zero length; got {len(y_true)} "
-                         f"and {len(y_pred)}")
+        raise ValueError(
+            f"y_true and y_pred need the same, non-zero length; got {len(y_true)} and {len(y_pred)}"
+        )
     g = torch.Generator().manual_seed(seed)
     n = len(y_true)
     samples = torch.empty(num_bootstrap, dtype=torch.float64)
@@ -431,8 +471,9 @@ class McNemarResult:
     p_value: float
 
 
-def mcnemar_test(y_true: Tensor, preds_a: Tensor, preds_b: Tensor,
-                 exact: bool = True) -> McNemarResult:
+def mcnemar_test(
+    y_true: Tensor, preds_a: Tensor, preds_b: Tensor, exact: bool = True
+) -> McNemarResult:
     """McNemar's test that two classifiers have the same error rate on the same samples.
 
     Only discordant samples count. Exact: two-sided binomial test of min(a, b) out of a + b

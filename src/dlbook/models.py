@@ -1,4 +1,5 @@
 """Models of the book: the seed's 784-128-10 MLP, a small CNN, RNN/LSTM row readers, a small ViT."""
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,9 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Two conv-BN-ReLU-pool blocks and a small classifier head."""
 
-    def __init__(self, c1: int = 32, c2: int = 64, hidden: int = 128, dropout: float = 0.25) -> None:
+    def __init__(
+        self, c1: int = 32, c2: int = 64, hidden: int = 128, dropout: float = 0.25
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 3, padding=1, bias=False),  # (B, c1, 28, 28)
@@ -104,8 +107,9 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
-                                 nn.Linear(mlp_ratio * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim)
+        )
 
     def forward(self, X: Tensor) -> Tensor:
         """(B, T, D) -> (B, T, D)."""
@@ -116,16 +120,18 @@ class TransformerBlock(nn.Module):
 class TransformerClassifier(nn.Module):
     """A small ViT: non-overlapping patches as tokens, position embeddings, mean-pooled output."""
 
-    def __init__(self, patch: int = 7, dim: int = 64, depth: int = 2, heads: int = 4,
-                 mlp_ratio: int = 2) -> None:
+    def __init__(
+        self, patch: int = 7, dim: int = 64, depth: int = 2, heads: int = 4, mlp_ratio: int = 2
+    ) -> None:
         super().__init__()
         if 28 % patch:
             raise ValueError(f"patch={patch} must divide 28")
         num_tokens = (28 // patch) ** 2
         self.embed = nn.Conv2d(1, dim, patch, stride=patch)  # one linear map per patch
         self.pos = nn.Parameter(0.02 * torch.randn(1, num_tokens, dim))  # learned positions
-        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, mlp_ratio)
-                                      for _ in range(depth)])
+        self.blocks = nn.Sequential(
+            *[TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth)]
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, 10)
 
@@ -136,8 +142,13 @@ class TransformerClassifier(nn.Module):
         return self.head(self.norm(Z).mean(dim=1))  # average over tokens
 
 
-MODELS = {"mlp": MLP, "cnn": CNN, "rnn": RNNClassifier, "lstm": LSTMClassifier,
-          "transformer": TransformerClassifier}
+MODELS = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "rnn": RNNClassifier,
+    "lstm": LSTMClassifier,
+    "transformer": TransformerClassifier,
+}
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
@@ -156,4 +167,4 @@ def count_parameters(model: nn.Module) -> int:
 def predict(model: nn.Module, X: Tensor, batch_size: int = 1024) -> Tensor:
     """Predicted labels (N,) for images (N, 1, 28, 28), in eval mode."""
     model.eval()
-    return torch.cat([model(X[i:i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)])
+    return torch.cat([model(X[i : i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)])

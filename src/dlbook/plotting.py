@@ -1,7 +1,8 @@
 """All plotting of the book: each function takes data and `ax=None` and returns the Axes."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,8 +52,13 @@ def _pixels(X: Tensor) -> np.ndarray:
     return X.clamp(0, 1).numpy()
 
 
-def plot_digits(X: Tensor, labels: Sequence[int], preds: Sequence[int] | None = None,
-                ncols: int = 8, ax: Axes | None = None) -> Axes:
+def plot_digits(
+    X: Tensor,
+    labels: Sequence[int],
+    preds: Sequence[int] | None = None,
+    ncols: int = 8,
+    ax: Axes | None = None,
+) -> Axes:
     """A grid of digits captioned with their labels, or 'true→predicted' when preds are given."""
     images = _pixels(X)  # (N, 28, 28)
     nrows = max(1, -(-len(images) // ncols))
@@ -61,35 +67,60 @@ def plot_digits(X: Tensor, labels: Sequence[int], preds: Sequence[int] | None = 
     canvas = np.ones((nrows * H, ncols * W))
     for i, img in enumerate(images):
         r, c = divmod(i, ncols)
-        canvas[r * H + 1:r * H + 29, c * W + 1:c * W + 29] = 1 - img  # dark ink on white
+        canvas[r * H + 1 : r * H + 29, c * W + 1 : c * W + 29] = 1 - img  # dark ink on white
         text = f"{labels[i]}" if preds is None else f"{labels[i]}→{preds[i]}"
-        ax.text(c * W + W / 2, r * H + 30, text, ha="center", va="top", fontsize=8,
-                color="black" if preds is None else "crimson")
+        ax.text(
+            c * W + W / 2,
+            r * H + 30,
+            text,
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="black" if preds is None else "crimson",
+        )
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     return ax
 
 
-def plot_misclassified(X: Tensor, y: Tensor, preds: Tensor, max_images: int = 24,
-                       ncols: int = 8, ax: Axes | None = None) -> Axes:
+def plot_misclassified(
+    X: Tensor,
+    y: Tensor,
+    preds: Tensor,
+    max_images: int = 24,
+    ncols: int = 8,
+    ax: Axes | None = None,
+) -> Axes:
     """The first `max_images` misclassified digits, captioned true→predicted."""
     wrong = torch.nonzero(preds.cpu() != y.cpu()).flatten()[:max_images]
-    return plot_digits(X[wrong.to(X.device)], y.cpu()[wrong].tolist(), preds.cpu()[wrong].tolist(),
-                       ncols=ncols, ax=ax)
+    return plot_digits(
+        X[wrong.to(X.device)],
+        y.cpu()[wrong].tolist(),
+        preds.cpu()[wrong].tolist(),
+        ncols=ncols,
+        ax=ax,
+    )
 
 
-def plot_bars(values: dict[str, float], ylabel: str, ax: Axes | None = None, fmt: str = "{:.2f}") -> Axes:
+def plot_bars(
+    values: dict[str, float], ylabel: str, ax: Axes | None = None, fmt: str = "{:.2f}"
+) -> Axes:
     """A labelled bar chart of named values."""
     ax = _axes(ax, figsize=(5, 3))
-    bars = ax.bar(list(values), list(values.values()), color=["tab:gray", "tab:blue", "tab:green"][:len(values)])
+    bars = ax.bar(
+        list(values),
+        list(values.values()),
+        color=["tab:gray", "tab:blue", "tab:green"][: len(values)],
+    )
     ax.bar_label(bars, labels=[fmt.format(v) for v in values.values()])
     ax.set_ylabel(ylabel)
     ax.margins(y=0.15)
     return ax
 
 
-def plot_confusion_matrix(cm: Tensor, ax: Axes | None = None, title: str = "",
-                          class_names: Sequence[str] | None = None) -> Axes:
+def plot_confusion_matrix(
+    cm: Tensor, ax: Axes | None = None, title: str = "", class_names: Sequence[str] | None = None
+) -> Axes:
     """A confusion-matrix heatmap (rows: true class, columns: predicted) with every count written.
 
     Colours follow log(1 + count), so the few off-diagonal errors stay visible beside the
@@ -103,8 +134,15 @@ def plot_confusion_matrix(cm: Tensor, ax: Axes | None = None, title: str = "",
     threshold = np.log1p(counts).max() / 2
     for i in range(C):
         for j in range(C):
-            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
-                    color="white" if np.log1p(counts[i, j]) > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(int(counts[i, j])),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if np.log1p(counts[i, j]) > threshold else "black",
+            )
     ax.set_xticks(range(C), names)
     ax.set_yticks(range(C), names)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
@@ -123,13 +161,15 @@ def plot_roc_curves(curves: dict, ax: Axes | None = None, title: str = "") -> Ax
     return ax
 
 
-def plot_pr_curves(curves: dict, ax: Axes | None = None, title: str = "",
-                   prevalence: float | None = None) -> Axes:
+def plot_pr_curves(
+    curves: dict, ax: Axes | None = None, title: str = "", prevalence: float | None = None
+) -> Axes:
     """Precision-recall curves given as {label: (recall, precision)}, drawn as steps."""
     ax = _axes(ax, figsize=(4.2, 4))
     for label, (recall, precision) in curves.items():
-        ax.plot(np.asarray(recall), np.asarray(precision), label=label, lw=1.2,
-                drawstyle="steps-post")
+        ax.plot(
+            np.asarray(recall), np.asarray(precision), label=label, lw=1.2, drawstyle="steps-post"
+        )
     if prevalence is not None:  # what a classifier without skill reaches
         ax.axhline(prevalence, ls=":", color="gray", lw=1, label="chance (prevalence)")
     ax.set(xlabel="recall", ylabel="precision", title=title, ylim=(-0.02, 1.02))
@@ -144,17 +184,29 @@ def plot_reliability_diagram(bins: dict, ax: Axes | None = None, title: str = ""
     ax.plot([0, 1], [0, 1], ls=":", color="gray", lw=1, label="perfect calibration")
     for label, b in bins.items():
         filled = np.asarray(b.counts) > 0
-        ax.plot(np.asarray(b.confidence)[filled], np.asarray(b.accuracy)[filled], marker="o",
-                markersize=3, lw=1.2, label=f"{label} (ECE {b.ece:.4f})")
-    ax.set(xlabel="confidence (top-label probability)", ylabel="accuracy", title=title,
-           xlim=(0, 1.01), ylim=(0, 1.01))
+        ax.plot(
+            np.asarray(b.confidence)[filled],
+            np.asarray(b.accuracy)[filled],
+            marker="o",
+            markersize=3,
+            lw=1.2,
+            label=f"{label} (ECE {b.ece:.4f})",
+        )
+    ax.set(
+        xlabel="confidence (top-label probability)",
+        ylabel="accuracy",
+        title=title,
+        xlim=(0, 1.01),
+        ylim=(0, 1.01),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
 
 
-def plot_robustness(levels: Sequence[float], accuracies: dict, xlabel: str,
-                    ax: Axes | None = None, title: str = "") -> Axes:
+def plot_robustness(
+    levels: Sequence[float], accuracies: dict, xlabel: str, ax: Axes | None = None, title: str = ""
+) -> Axes:
     """Accuracy against perturbation strength, one line per model: {label: accuracies}."""
     ax = _axes(ax, figsize=(4.5, 3.4))
     for label, accs in accuracies.items():
@@ -165,9 +217,17 @@ def plot_robustness(levels: Sequence[float], accuracies: dict, xlabel: str,
     return ax
 
 
-def plot_optimizer_paths(f, paths: dict, xlim: tuple[float, float], ylim: tuple[float, float],
-                         ax: Axes | None = None, num_levels: int = 20, log_levels: bool = False,
-                         minimum: tuple[float, float] | None = None, title: str = "") -> Axes:
+def plot_optimizer_paths(
+    f,
+    paths: dict,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    ax: Axes | None = None,
+    num_levels: int = 20,
+    log_levels: bool = False,
+    minimum: tuple[float, float] | None = None,
+    title: str = "",
+) -> Axes:
     """Contours of f (a function of (..., 2) tensors) and one line per optimizer path (N, 2)."""
     ax = _axes(ax, figsize=(5, 4))
     xs = torch.linspace(*xlim, 300, dtype=torch.float64)
@@ -181,18 +241,32 @@ def plot_optimizer_paths(f, paths: dict, xlim: tuple[float, float], ylim: tuple[
     ax.contour(XX.numpy(), YY.numpy(), values, levels=levels, colors="0.7", linewidths=0.6)
     for label, path in paths.items():
         P = np.asarray(path, dtype=float)  # (N, 2)
-        ax.plot(P[:, 0], P[:, 1], marker="o" if len(P) <= 100 else None, markersize=2.5,
-                linewidth=1.2, label=label)
+        ax.plot(
+            P[:, 0],
+            P[:, 1],
+            marker="o" if len(P) <= 100 else None,
+            markersize=2.5,
+            linewidth=1.2,
+            label=label,
+        )
     if minimum is not None:
-        ax.plot(*minimum, marker="*", color="black", markersize=11, linestyle="none",
-                label="minimum")
+        ax.plot(
+            *minimum, marker="*", color="black", markersize=11, linestyle="none", label="minimum"
+        )
     ax.set(xlim=xlim, ylim=ylim, xlabel="x", ylabel="y", title=title)
     ax.legend(fontsize=8, loc="best")
     return ax
 
 
-def plot_loss_curves(curves: dict, ax: Axes | None = None, smooth: int = 1, logy: bool = True,
-                     xlabel: str = "step", ylabel: str = "training loss", title: str = "") -> Axes:
+def plot_loss_curves(
+    curves: dict,
+    ax: Axes | None = None,
+    smooth: int = 1,
+    logy: bool = True,
+    xlabel: str = "step",
+    ylabel: str = "training loss",
+    title: str = "",
+) -> Axes:
     """One line per named sequence of losses, smoothed by a moving average over `smooth` points."""
     if smooth < 1:
         raise ValueError(f"smooth={smooth} must be an integer >= 1 (1 means no smoothing)")
@@ -202,7 +276,7 @@ def plot_loss_curves(curves: dict, ax: Axes | None = None, smooth: int = 1, logy
         x = np.arange(1, len(v) + 1)
         if smooth > 1 and len(v) >= smooth:
             v = np.convolve(v, np.ones(smooth) / smooth, mode="valid")  # mean of the last `smooth`
-            x = x[smooth - 1:]
+            x = x[smooth - 1 :]
         ax.plot(x, v, linewidth=1.2, label=label)
     if logy:
         ax.set_yscale("log")
@@ -212,16 +286,27 @@ def plot_loss_curves(curves: dict, ax: Axes | None = None, smooth: int = 1, logy
     return ax
 
 
-def plot_lr_sensitivity(scores: dict, ax: Axes | None = None, chosen: dict | None = None,
-                        ylabel: str = "validation accuracy", title: str = "") -> Axes:
+def plot_lr_sensitivity(
+    scores: dict,
+    ax: Axes | None = None,
+    chosen: dict | None = None,
+    ylabel: str = "validation accuracy",
+    title: str = "",
+) -> Axes:
     """Final score against learning rate (log x), one line per optimizer: {label: {lr: score}}."""
     ax = _axes(ax, figsize=(5, 3.5))
     for label, by_lr in scores.items():
         lrs = sorted(by_lr)
-        line, = ax.plot(lrs, [by_lr[lr] for lr in lrs], marker="o", markersize=3, label=label)
+        (line,) = ax.plot(lrs, [by_lr[lr] for lr in lrs], marker="o", markersize=3, label=label)
         if chosen is not None and label in chosen:
-            ax.plot(chosen[label], by_lr[chosen[label]], marker="*", markersize=11,
-                    color=line.get_color(), linestyle="none")
+            ax.plot(
+                chosen[label],
+                by_lr[chosen[label]],
+                marker="*",
+                markersize=11,
+                color=line.get_color(),
+                linestyle="none",
+            )
     ax.set_xscale("log")
     ax.set(xlabel="learning rate", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, which="both")
@@ -229,8 +314,14 @@ def plot_lr_sensitivity(scores: dict, ax: Axes | None = None, chosen: dict | Non
     return ax
 
 
-def plot_scaling(curves: dict, xlabel: str, ax: Axes | None = None, points: dict | None = None,
-                 ylabel: str = "test error", title: str = "") -> Axes:
+def plot_scaling(
+    curves: dict,
+    xlabel: str,
+    ax: Axes | None = None,
+    points: dict | None = None,
+    ylabel: str = "test error",
+    title: str = "",
+) -> Axes:
     """Error against size on log-log axes: {label: (sizes, errors)} lines, optional single points."""
     ax = _axes(ax, figsize=(5, 3.5))
     for label, (sizes, errors) in curves.items():
@@ -258,8 +349,13 @@ def plot_step_gradients(gradients: dict, ax: Axes | None = None, title: str = ""
     return ax
 
 
-def plot_log_bars(values: dict[str, float], xlabel: str, ax: Axes | None = None,
-                  fmt: str = "{:.2g}", title: str = "") -> Axes:
+def plot_log_bars(
+    values: dict[str, float],
+    xlabel: str,
+    ax: Axes | None = None,
+    fmt: str = "{:.2g}",
+    title: str = "",
+) -> Axes:
     """Horizontal bars on a log axis, first item on top, for values spanning many decades."""
     ax = _axes(ax, figsize=(5, 0.4 * len(values) + 1))
     names = list(values)[::-1]  # barh draws from the bottom up

@@ -1,4 +1,5 @@
 """Turn any uploaded digit image (or a 28x28 array) into the model's input, as MNIST was made."""
+
 from __future__ import annotations
 
 import io
@@ -31,14 +32,17 @@ def decode_image(data: bytes) -> np.ndarray:
             if img.format not in ("PNG", "JPEG"):
                 raise InputError(f"unsupported image format {img.format}: send a PNG or JPEG")
             if img.width * img.height > MAX_PIXELS:
-                raise InputError(f"image is {img.width}x{img.height} pixels; the limit is "
-                                 f"{MAX_PIXELS:,} pixels")
+                raise InputError(
+                    f"image is {img.width}x{img.height} pixels; the limit is {MAX_PIXELS:,} pixels"
+                )
             img.load()  # decodes fully: truncated files fail here
             gray = ImageOps.exif_transpose(img).convert("L")
     except UnidentifiedImageError:
         raise InputError("the upload is not a PNG or JPEG image") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
-        raise InputError(f"the image could not be decoded ({err}): send a complete PNG or JPEG") from None
+        raise InputError(
+            f"the image could not be decoded ({err}): send a complete PNG or JPEG"
+        ) from None
     return np.asarray(gray, dtype=np.float32) / 255.0
 
 
@@ -51,14 +55,14 @@ def to_mnist_format(pixels: np.ndarray) -> np.ndarray:
     if not ink.any():
         raise NoDigitError("the image contains no digit (no ink found)")
     rows, cols = np.nonzero(ink)
-    crop = pixels[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = 20.0 / max(crop.shape)
     h, w = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
     small = Image.fromarray((crop * 255).astype(np.uint8)).resize((w, h), Image.Resampling.LANCZOS)
     digit = np.asarray(small, dtype=np.float32) / 255.0  # (h, w)
     canvas = np.zeros((28, 28), dtype=np.float32)
     top, left = (28 - h) // 2, (28 - w) // 2
-    canvas[top:top + h, left:left + w] = digit
+    canvas[top : top + h, left : left + w] = digit
     return _center_of_mass_shift(canvas)
 
 
@@ -69,8 +73,8 @@ def _center_of_mass_shift(canvas: np.ndarray) -> np.ndarray:
     dy = int(round(13.5 - (ys * canvas).sum() / total))
     dx = int(round(13.5 - (xs * canvas).sum() / total))
     shifted = np.zeros_like(canvas)
-    src = canvas[max(0, -dy):28 - max(0, dy), max(0, -dx):28 - max(0, dx)]
-    shifted[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    src = canvas[max(0, -dy) : 28 - max(0, dy), max(0, -dx) : 28 - max(0, dx)]
+    shifted[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
     return shifted
 
 
@@ -85,8 +89,10 @@ def check_array(values, name: str = "pixels") -> np.ndarray:
     if not np.isfinite(array).all():
         raise InputError(f"{name} contains NaN or infinite values")
     if array.min() < 0 or array.max() > 1:
-        raise InputError(f"{name} values must lie in [0, 1] (white ink on black, as in MNIST); "
-                         f"got [{array.min():g}, {array.max():g}]; divide 0-255 values by 255")
+        raise InputError(
+            f"{name} values must lie in [0, 1] (white ink on black, as in MNIST); "
+            f"got [{array.min():g}, {array.max():g}]; divide 0-255 values by 255"
+        )
     return array.astype(np.float32)
 
 
@@ -120,5 +126,3 @@ def digit_to_png(pixels: np.ndarray, size: int = 28, dark_on_light: bool = False
     out = io.BytesIO()
     img.save(out, format="PNG")
     return out.getvalue()
-
-

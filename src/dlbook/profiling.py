@@ -1,4 +1,5 @@
 """What a model costs: forward FLOPs counted by PyTorch, and batch-1 CPU latency."""
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,12 @@ def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28
     return forward_flops(model, torch.zeros(1, *input_shape, device=device))
 
 
-def cpu_latency(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), warmup: int = 20,
-                repeats: int = 100) -> float:
+def cpu_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    warmup: int = 20,
+    repeats: int = 100,
+) -> float:
     """Median seconds of a batch-1 forward pass of a CPU copy of the model, after warm-up."""
     cpu_model = copy.deepcopy(model).cpu().eval()
     X = torch.zeros(1, *input_shape)  # (1, 1, 28, 28)

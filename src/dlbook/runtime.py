@@ -1,4 +1,5 @@
 """Runtime: device choice, seeding, paths and the validated chapter config."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -101,7 +102,7 @@ class Config:
             _validate(f.name, kind, getattr(self, f.name))
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Config":
+    def from_params(cls, params: dict[str, Any]) -> Config:
         """Build from a dict of parameters (e.g. `globals()` of the parameters cell); unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names})

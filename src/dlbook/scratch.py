@@ -4,12 +4,13 @@ Row convention throughout: a batch X is (B, features) and a linear layer is Z = 
 W of shape (in, out), so the weight gradient of a batch is X.T @ delta. Nothing here calls
 autograd; the tests and the math chapter check every function against autograd and torch.optim.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -25,8 +26,15 @@ PARAM_NAMES = ("W1", "b1", "W2", "b2")
 # The MLP, forward and backward, with plain tensor operations
 # ---------------------------------------------------------------------------------------------
 
-def init_mlp(in_features: int = 784, hidden: int = 128, out_features: int = 10, seed: int = 0,
-             dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Params:
+
+def init_mlp(
+    in_features: int = 784,
+    hidden: int = 128,
+    out_features: int = 10,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Params:
     """Weights of an in-hidden-out MLP, uniform in ±1/sqrt(fan_in) like nn.Linear's default."""
     g = torch.Generator().manual_seed(seed)
 
@@ -34,17 +42,23 @@ def init_mlp(in_features: int = 784, hidden: int = 128, out_features: int = 10, 
         U = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1  # in [-1, 1)
         return (U / math.sqrt(fan_in)).to(dtype=dtype, device=device)
 
-    return {"W1": uniform((in_features, hidden), in_features),  # (784, 128)
-            "b1": uniform((hidden,), in_features),  # (128,)
-            "W2": uniform((hidden, out_features), hidden),  # (128, 10)
-            "b2": uniform((out_features,), hidden)}  # (10,)
+    return {
+        "W1": uniform((in_features, hidden), in_features),  # (784, 128)
+        "b1": uniform((hidden,), in_features),  # (128,)
+        "W2": uniform((hidden, out_features), hidden),  # (128, 10)
+        "b2": uniform((out_features,), hidden),
+    }  # (10,)
 
 
 def params_from_module(model: torch.nn.Module) -> Params:
     """Copy the weights of a dl.MLP (nn.Linear stores W as (out, in)) into the row convention."""
     fc1, fc2 = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return {"W1": fc1.weight.detach().T.clone(), "b1": fc1.bias.detach().clone(),
-            "W2": fc2.weight.detach().T.clone(), "b2": fc2.bias.detach().clone()}
+    return {
+        "W1": fc1.weight.detach().T.clone(),
+        "b1": fc1.bias.detach().clone(),
+        "W2": fc2.weight.detach().T.clone(),
+        "b2": fc2.bias.detach().clone(),
+    }
 
 
 @torch.no_grad()
@@ -61,8 +75,9 @@ def linear(X: Tensor, W: Tensor, b: Tensor) -> Tensor:
     return X @ W + b
 
 
-def linear_backward(X: Tensor, W: Tensor, delta: Tensor,
-                    need_dX: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
+def linear_backward(
+    X: Tensor, W: Tensor, delta: Tensor, need_dX: bool = True
+) -> tuple[Tensor | None, Tensor, Tensor]:
     """Gradients (dX, dW, db) of a linear layer from delta = dL/dZ (B, out); dX only if needed."""
     dX = delta @ W.T if need_dX else None  # (B, out) @ (out, in) -> (B, in)
     dW = X.T @ delta  # (in, B) @ (B, out) -> (in, out): a sum over the batch
@@ -94,12 +109,16 @@ def softmax(logits: Tensor) -> Tensor:
 def _check_labels(logits: Tensor, y: Tensor) -> None:
     """Raise a ValueError unless y holds one class index in [0, C) per row of logits."""
     if logits.ndim != 2 or y.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits (B, C) and labels (B,) of class indices; got "
-                         f"{tuple(logits.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"expected logits (B, C) and labels (B,) of class indices; got "
+            f"{tuple(logits.shape)} and {tuple(y.shape)}"
+        )
     integer = y.dtype in (torch.int64, torch.int32)
     if not integer or (len(y) and (y.min() < 0 or y.max() >= logits.shape[1])):
-        raise ValueError(f"labels must be integer class indices in [0, {logits.shape[1]}); "
-                         "pass the class numbers, not one-hot vectors or floats")
+        raise ValueError(
+            f"labels must be integer class indices in [0, {logits.shape[1]}); "
+            "pass the class numbers, not one-hot vectors or floats"
+        )
 
 
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -124,8 +143,10 @@ def mlp_forward(params: Params, X: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """Logits (B, 10) of a batch, and the cache the backward pass needs."""
     X = X.flatten(1)  # (B, 1, 28, 28) -> (B, 784)
     if X.shape[1] != params["W1"].shape[0]:
-        raise ValueError(f"the batch has {X.shape[1]} features per example but W1 expects "
-                         f"{params['W1'].shape[0]}; pass images (B, 1, 28, 28) or rows (B, 784)")
+        raise ValueError(
+            f"the batch has {X.shape[1]} features per example but W1 expects "
+            f"{params['W1'].shape[0]}; pass images (B, 1, 28, 28) or rows (B, 784)"
+        )
     Z1 = linear(X, params["W1"], params["b1"])  # (B, 128)
     A1 = relu(Z1)  # (B, 128)
     logits = linear(A1, params["W2"], params["b2"])  # (B, 10)
@@ -151,8 +172,9 @@ class ManualMLPLoss(torch.autograd.Function):
     """The MLP's loss as an autograd Function whose backward is mlp_backward (for gradcheck)."""
 
     @staticmethod
-    def forward(ctx, X: Tensor, y: Tensor, W1: Tensor, b1: Tensor, W2: Tensor,
-                b2: Tensor) -> Tensor:
+    def forward(
+        ctx, X: Tensor, y: Tensor, W1: Tensor, b1: Tensor, W2: Tensor, b2: Tensor
+    ) -> Tensor:
         params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
         logits, cache = mlp_forward(params, X)
         ctx.save_for_backward(*cache.values(), logits, y, W1, W2)
@@ -169,8 +191,10 @@ class ManualMLPLoss(torch.autograd.Function):
 # Optimizers: the update rules, written out
 # ---------------------------------------------------------------------------------------------
 
-def _check_hyper(name: str, value: float, low: float, high: float = math.inf,
-                 low_open: bool = False) -> None:
+
+def _check_hyper(
+    name: str, value: float, low: float, high: float = math.inf, low_open: bool = False
+) -> None:
     """Raise a ValueError naming a hyperparameter that is outside its range."""
     ok = math.isfinite(value) and (value > low if low_open else value >= low) and value < high
     if not ok:
@@ -190,13 +214,16 @@ class Optimizer:
     def step(self, grads: Sequence[Tensor]) -> None:
         """Apply one update; grads[i] is the gradient of params[i]."""
         if len(grads) != len(self.params):
-            raise ValueError(f"got {len(grads)} gradients for {len(self.params)} parameters; "
-                             "pass one gradient per parameter, in the same order")
+            raise ValueError(
+                f"got {len(grads)} gradients for {len(self.params)} parameters; "
+                "pass one gradient per parameter, in the same order"
+            )
         self.t += 1
         for p, g, state in zip(self.params, grads, self.state):
             if g.shape != p.shape:
-                raise ValueError(f"gradient of shape {tuple(g.shape)} for a parameter of shape "
-                                 f"{tuple(p.shape)}")
+                raise ValueError(
+                    f"gradient of shape {tuple(g.shape)} for a parameter of shape {tuple(p.shape)}"
+                )
             self.update(p, g, state)
 
     def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor]) -> None:
@@ -237,9 +264,15 @@ class DampenedMomentum(Momentum):
 class Adam(Optimizer):
     """Adam with bias correction; weight_decay adds wd p to the gradient (L2), like torch's Adam."""
 
-    def __init__(self, params: Sequence[Tensor], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, bias_correction: bool = True) -> None:
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        bias_correction: bool = True,
+    ) -> None:
         super().__init__(params, lr)
         _check_hyper("betas[0]", betas[0], 0.0, 1.0)
         _check_hyper("betas[1]", betas[1], 0.0, 1.0)
@@ -260,16 +293,21 @@ class Adam(Optimizer):
         v.mul_(b2).add_((1 - b2) * g * g)
         m_hat, v_hat = m, v
         if self.bias_correction:  # both averages start at 0 and are too small early on
-            m_hat, v_hat = m / (1 - b1 ** self.t), v / (1 - b2 ** self.t)
+            m_hat, v_hat = m / (1 - b1**self.t), v / (1 - b2**self.t)
         p.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay: p <- p (1 - lr wd), then Adam's step on g alone."""
 
-    def __init__(self, params: Sequence[Tensor], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)
 
     def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor]) -> None:
@@ -277,9 +315,13 @@ class AdamW(Adam):
         self.adam_step(p, g, state)
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum,
-                                          "dampened_momentum": DampenedMomentum,
-                                          "adam": Adam, "adamw": AdamW}
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "dampened_momentum": DampenedMomentum,
+    "adam": Adam,
+    "adamw": AdamW,
+}
 
 
 def make_optimizer(name: str, params: Sequence[Tensor], lr: float, **kwargs) -> Optimizer:
@@ -292,6 +334,7 @@ def make_optimizer(name: str, params: Sequence[Tensor], lr: float, **kwargs) -> 
 # ---------------------------------------------------------------------------------------------
 # Training the from-scratch MLP
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ScratchRun:
@@ -318,21 +361,29 @@ def evaluate(params: Params, X: Tensor, y: Tensor, batch_size: int = 1024) -> tu
     """Mean cross-entropy per sample and accuracy (a fraction) on preloaded tensors."""
     loss_sum, correct = 0.0, 0
     for start in range(0, len(X), batch_size):
-        logits, _ = mlp_forward(params, X[start:start + batch_size])  # (b, 10)
-        yb = y[start:start + batch_size]
+        logits, _ = mlp_forward(params, X[start : start + batch_size])  # (b, 10)
+        yb = y[start : start + batch_size]
         loss_sum += cross_entropy(logits, yb).item() * len(yb)
         correct += (logits.argmax(1) == yb).sum().item()
     return loss_sum / len(X), correct / len(X)
 
 
-def fit(params: Params, optimizer: Optimizer, data: MNISTSplits, *, num_epochs: int,
-        batch_size: int, seed: int = 0) -> ScratchRun:
+def fit(
+    params: Params,
+    optimizer: Optimizer,
+    data: MNISTSplits,
+    *,
+    num_epochs: int,
+    batch_size: int,
+    seed: int = 0,
+) -> ScratchRun:
     """Train on data.X_train (epoch e shuffled with seed + e, like dl.fit); validate each epoch."""
     history, step_losses = History(), []
     for epoch in range(num_epochs):
         tic = time.perf_counter()
-        batches = iterate_batches(data.X_train, data.y_train, batch_size, shuffle=True,
-                                  seed=seed + epoch)
+        batches = iterate_batches(
+            data.X_train, data.y_train, batch_size, shuffle=True, seed=seed + epoch
+        )
         losses = train_epoch(params, optimizer, batches)
         seconds = time.perf_counter() - tic
         val_loss, val_acc = evaluate(params, data.X_val, data.y_val)
@@ -344,6 +395,7 @@ def fit(params: Params, optimizer: Optimizer, data: MNISTSplits, *, num_epochs: 
 # ---------------------------------------------------------------------------------------------
 # Two-dimensional test functions for optimizer trajectories
 # ---------------------------------------------------------------------------------------------
+
 
 def quadratic(P: Tensor, a: float = 1.0, b: float = 50.0) -> Tensor:
     """Ill-conditioned bowl f(x, y) = (a x² + b y²) / 2 at points P (..., 2); condition b / a."""
@@ -358,17 +410,21 @@ def quadratic_grad(P: Tensor, a: float = 1.0, b: float = 50.0) -> Tensor:
 def rosenbrock(P: Tensor) -> Tensor:
     """Rosenbrock's banana f(x, y) = (1 - x)² + 100 (y - x²)², minimum 0 at (1, 1)."""
     x, y = P[..., 0], P[..., 1]
-    return (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
 
 def rosenbrock_grad(P: Tensor) -> Tensor:
     """Gradient of `rosenbrock`, shape (..., 2)."""
     x, y = P[..., 0], P[..., 1]
-    return torch.stack([-2 * (1 - x) - 400 * x * (y - x ** 2), 200 * (y - x ** 2)], dim=-1)
+    return torch.stack([-2 * (1 - x) - 400 * x * (y - x**2), 200 * (y - x**2)], dim=-1)
 
 
-def optimize_path(grad_fn: Callable[[Tensor], Tensor], start: Sequence[float],
-                  make: Callable[[list[Tensor]], Optimizer], num_steps: int) -> Tensor:
+def optimize_path(
+    grad_fn: Callable[[Tensor], Tensor],
+    start: Sequence[float],
+    make: Callable[[list[Tensor]], Optimizer],
+    num_steps: int,
+) -> Tensor:
     """The points (num_steps + 1, 2) an optimizer visits from `start`, given exact gradients."""
     P = torch.tensor(start, dtype=torch.float64)
     optimizer, path = make([P]), [P.clone()]

@@ -1,7 +1,8 @@
 """An HTTP inference service for a packaged MNIST model (FastAPI on uvicorn).
 
-    python -m dlbook.serve --model <folder> [--host 127.0.0.1] [--port 8000]
+python -m dlbook.serve --model <folder> [--host 127.0.0.1] [--port 8000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .checkpoint import CheckpointError
-from .package import load_package
 from .data import MNIST_MEAN, MNIST_STD
+from .package import load_package
 from .preprocess import InputError, NoDigitError, check_array, image_to_input, normalize_pixels
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # 8 MiB: a phone photo, or a full batch of JSON pixels
@@ -72,7 +73,7 @@ async def _inputs(request: Request, limit: int, batch: bool) -> torch.Tensor:
         files = form.getlist("files" if batch else "file") or form.getlist("file")
         if not files or not all(hasattr(f, "read") for f in files):
             raise RequestError(400, f"the form has no '{'files' if batch else 'file'}' upload")
-        return torch.cat([_image(await f.read(), f.content_type) for f in files[:MAX_BATCH + 1]])
+        return torch.cat([_image(await f.read(), f.content_type) for f in files[: MAX_BATCH + 1]])
     body = await _read_body(request, limit)
     if kind in IMAGE_TYPES and not batch:
         return _image(body, kind)
@@ -82,7 +83,9 @@ async def _inputs(request: Request, limit: int, batch: bool) -> torch.Tensor:
         if not isinstance(data, dict) or key not in data:
             raise RequestError(422, f"the JSON must be an object with a '{key}' field")
         return _pixels(data[key], batch)
-    expected = "application/json or multipart/form-data" + ("" if batch else ", image/png, image/jpeg")
+    expected = "application/json or multipart/form-data" + (
+        "" if batch else ", image/png, image/jpeg"
+    )
     raise RequestError(415, f"unsupported media type {kind or 'none'!r}; send {expected}")
 
 
@@ -103,8 +106,9 @@ def _pixels(values: object, batch: bool) -> torch.Tensor:
             return normalize_pixels(check_array(values))
         if not isinstance(values, list) or not 1 <= len(values) <= MAX_BATCH:
             raise InputError(f"images must be a list of 1 to {MAX_BATCH} arrays of 28x28")
-        return normalize_pixels(np.stack([check_array(v, f"images[{i}]")
-                                          for i, v in enumerate(values)]))
+        return normalize_pixels(
+            np.stack([check_array(v, f"images[{i}]") for i, v in enumerate(values)])
+        )
     except InputError as err:
         raise RequestError(422, str(err)) from None
 
@@ -114,8 +118,10 @@ def create_app(model_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fas
     model, card = load_package(model_dir)
     applied = {"mean": MNIST_MEAN, "std": MNIST_STD}  # what preprocess.normalize_pixels does
     if card["input"]["normalization"] != applied:
-        raise CheckpointError(f"the model expects inputs normalized with "
-                              f"{card['input']['normalization']}; this service applies {applied}")
+        raise CheckpointError(
+            f"the model expects inputs normalized with "
+            f"{card['input']['normalization']}; this service applies {applied}"
+        )
     version = f"{card['name']}:{card['version']}+{card['sha256'][:12]}"
     app = FastAPI(title="dlbook MNIST service", version=card["version"])
 
@@ -130,8 +136,12 @@ def create_app(model_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fas
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model_version": version, "architecture": card["architecture"],
-                "test_accuracy": card["metrics"].get("test_acc")}
+        return {
+            "status": "ok",
+            "model_version": version,
+            "architecture": card["architecture"],
+            "test_accuracy": card["metrics"].get("test_acc"),
+        }
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
@@ -140,8 +150,12 @@ def create_app(model_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fas
             raise RequestError(422, "/predict takes one image; use /predict/batch for several")
         tic = time.perf_counter()
         labels, probs = await run_in_threadpool(infer, X)
-        return {"label": labels[0], "probabilities": probs[0], "model_version": version,
-                "latency_ms": round(1e3 * (time.perf_counter() - tic), 3)}
+        return {
+            "label": labels[0],
+            "probabilities": probs[0],
+            "model_version": version,
+            "latency_ms": round(1e3 * (time.perf_counter() - tic), 3),
+        }
 
     @app.post("/predict/batch")
     async def predict_batch(request: Request) -> dict:
@@ -150,19 +164,30 @@ def create_app(model_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fas
             raise RequestError(422, f"at most {MAX_BATCH} images per batch")
         tic = time.perf_counter()
         labels, probs = await run_in_threadpool(infer, X)
-        return {"predictions": [{"label": l, "probabilities": p} for l, p in zip(labels, probs)],
-                "model_version": version, "latency_ms": round(1e3 * (time.perf_counter() - tic), 3)}
+        return {
+            "predictions": [{"label": l, "probabilities": p} for l, p in zip(labels, probs)],
+            "model_version": version,
+            "latency_ms": round(1e3 * (time.perf_counter() - tic), 3),
+        }
 
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the model and serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m dlbook.serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="folder with model.safetensors and model.json")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    parser = argparse.ArgumentParser(
+        prog="python -m dlbook.serve", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--model", type=Path, required=True, help="folder with model.safetensors and model.json"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: loopback only)"
+    )
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (for the whole process)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (for the whole process)"
+    )
     parser.add_argument("--max-upload-bytes", type=int, default=MAX_UPLOAD_BYTES)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535 or args.threads < 1 or args.max_upload_bytes < 1:

@@ -4,16 +4,16 @@ The large models are built on PyTorch's `meta` device: every tensor has a shape 
 no storage, so GPT-2 medium is built, counted and even run forward and backward (for the FLOP
 counter) in a fraction of a second, without weights or downloads.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
-
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ class TransformerSpec:
 # BERT-base (Devlin et al. 2019, section 3; vocabulary and sizes of Google's released checkpoint).
 GPT2_SMALL = TransformerSpec("GPT-2 small", 12, 768, 12, 50_257, 1_024)
 GPT2_MEDIUM = TransformerSpec("GPT-2 medium", 24, 1_024, 16, 50_257, 1_024)
-BERT_BASE = TransformerSpec("BERT-base", 12, 768, 12, 30_522, 512, token_types=2, causal=False,
-                            pooler=True)
+BERT_BASE = TransformerSpec(
+    "BERT-base", 12, 768, 12, 30_522, 512, token_types=2, causal=False, pooler=True
+)
 SPECS = {"gpt2-small": GPT2_SMALL, "gpt2-medium": GPT2_MEDIUM, "bert-base": BERT_BASE}
 
 
@@ -144,9 +145,17 @@ REGIMES = (
 
 def regimes_table(regimes: tuple[Regime, ...] = REGIMES) -> pd.DataFrame:
     """One row per regime: bytes per parameter for weights, gradients, optimizer, master, total."""
-    rows = [{"regime": r.name, "weights": r.weights, "gradients": r.gradients,
-             "optimizer state": r.optimizer, "fp32 master copy": r.master, "total": r.total}
-            for r in regimes]
+    rows = [
+        {
+            "regime": r.name,
+            "weights": r.weights,
+            "gradients": r.gradients,
+            "optimizer state": r.optimizer,
+            "fp32 master copy": r.master,
+            "total": r.total,
+        }
+        for r in regimes
+    ]
     return pd.DataFrame(rows).set_index("regime")
 
 
@@ -160,8 +169,9 @@ def format_bytes(num_bytes: float) -> str:
 
 def memory_table(params: dict[str, int], regimes: tuple[Regime, ...] = REGIMES) -> pd.DataFrame:
     """Memory of weights and training state per model (rows) and regime (columns), as text."""
-    return pd.DataFrame({r.name: {name: format_bytes(n * r.total) for name, n in params.items()}
-                         for r in regimes}).rename_axis("model")
+    return pd.DataFrame(
+        {r.name: {name: format_bytes(n * r.total) for name, n in params.items()} for r in regimes}
+    ).rename_axis("model")
 
 
 def training_flops(num_params: int, num_examples: float) -> float:
@@ -173,8 +183,9 @@ def _sum(out: Tensor) -> Tensor:
     return out.float().sum()
 
 
-def count_training_flops(model: nn.Module, X: Tensor,
-                         loss_fn: Callable[[Tensor], Tensor] = _sum) -> int:
+def count_training_flops(
+    model: nn.Module, X: Tensor, loss_fn: Callable[[Tensor], Tensor] = _sum
+) -> int:
     """FLOPs of one forward and backward pass on X, counted op by op (matmuls and convolutions)."""
     model.train()
     with FlopCounterMode(display=False) as counter:

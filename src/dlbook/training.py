@@ -1,11 +1,12 @@
 """Training as plain functions: one epoch, evaluation, and `fit` with checkpoints and resume."""
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +46,14 @@ class History:
         return frame
 
 
-def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
-                    device: torch.device | str | None = None, scheduler=None,
-                    progress: bool = False) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str | None = None,
+    scheduler=None,
+    progress: bool = False,
+) -> float:
     """One pass in pytorch/examples' order; returns the mean training loss per sample."""
     model.train()
     total, count = 0.0, 0
@@ -68,8 +74,9 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches,
-             device: torch.device | str | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, batches: Batches, device: torch.device | str | None = None
+) -> tuple[float, float]:
     """Mean cross-entropy per sample and accuracy (a fraction) over all batches."""
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
@@ -83,16 +90,27 @@ def evaluate(model: nn.Module, batches: Batches,
     return loss_sum / count, correct / count
 
 
-def evaluate_tensors(model: nn.Module, X: Tensor, y: Tensor,
-                     batch_size: int = 1024) -> tuple[float, float]:
+def evaluate_tensors(
+    model: nn.Module, X: Tensor, y: Tensor, batch_size: int = 1024
+) -> tuple[float, float]:
     """`evaluate` on preloaded tensors."""
     return evaluate(model, iterate_batches(X, y, batch_size))
 
 
-def fit(model: nn.Module, data: MNISTSplits, optimizer: torch.optim.Optimizer, *,
-        num_epochs: int, batch_size: int, seed: int = 0, scheduler=None,
-        progress: bool = False, checkpoint: Path | str | None = None,
-        resume: bool = False, meta: dict | None = None) -> History:
+def fit(
+    model: nn.Module,
+    data: MNISTSplits,
+    optimizer: torch.optim.Optimizer,
+    *,
+    num_epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    scheduler=None,
+    progress: bool = False,
+    checkpoint: Path | str | None = None,
+    resume: bool = False,
+    meta: dict | None = None,
+) -> History:
     """Train on data.X_train, validate after each epoch; returns the History.
 
     Epoch e shuffles with seed + e and reseeds torch's RNG (dropout) with seed + e, so a run
@@ -108,15 +126,23 @@ def fit(model: nn.Module, data: MNISTSplits, optimizer: torch.optim.Optimizer, *
     for epoch in bar:
         torch.manual_seed(seed + epoch)
         tic = time.perf_counter()
-        batches = iterate_batches(data.X_train, data.y_train, batch_size, shuffle=True,
-                                  seed=seed + epoch)
-        train_loss = train_one_epoch(model, batches, optimizer, scheduler=scheduler,
-                                     progress=progress)
+        batches = iterate_batches(
+            data.X_train, data.y_train, batch_size, shuffle=True, seed=seed + epoch
+        )
+        train_loss = train_one_epoch(
+            model, batches, optimizer, scheduler=scheduler, progress=progress
+        )
         seconds = time.perf_counter() - tic
         val_loss, val_acc = evaluate_tensors(model, data.X_val, data.y_val)
         history.append(train_loss, val_loss, val_acc, seconds)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.4f}")
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, meta=meta, optimizer=optimizer,
-                            scheduler=scheduler, history=history)
+            save_checkpoint(
+                checkpoint,
+                model,
+                meta=meta,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                history=history,
+            )
     return history

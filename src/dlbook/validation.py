@@ -15,6 +15,7 @@ A glued value declares its class where it is glued, `dl.glue("cnn_test_acc", acc
 every other output of a cell takes the cell's tag `tolerance:<class>`; the rest is exact.
 The class is read from the *committed* notebook: the stored output is the contract.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,10 @@ class Tolerance:
         """(atol, rtol) on a CPU, or on a GPU if `accelerator`."""
         if not accelerator:
             return self.atol, self.rtol
-        return (self.atol if self.gpu_atol is None else self.gpu_atol,
-                self.rtol if self.gpu_rtol is None else self.gpu_rtol)
+        return (
+            self.atol if self.gpu_atol is None else self.gpu_atol,
+            self.rtol if self.gpu_rtol is None else self.gpu_rtol,
+        )
 
     def allows(self, stored: float, fresh: float, accelerator: bool = False) -> bool:
         """Whether `fresh` is close enough to `stored` (on a GPU if `accelerator`)."""
@@ -56,50 +59,84 @@ class Tolerance:
 
 # One entry per kind of quantity; each says why its numbers are what they are.
 TOLERANCES: dict[str, Tolerance] = {
-    "exact": Tolerance(0.0, 0.0, "The same on every machine: counts, shapes, sizes, integer "
-                       "facts, values computed on the meta device."),
+    "exact": Tolerance(
+        0.0,
+        0.0,
+        "The same on every machine: counts, shapes, sizes, integer "
+        "facts, values computed on the meta device.",
+    ),
     "float64": Tolerance(
-        1e-12, 1e-9, "float64 arithmetic without training: round-off differences of two "
+        1e-12,
+        1e-9,
+        "float64 arithmetic without training: round-off differences of two "
         "implementations (manual gradients against autograd, our optimizers against "
         "torch.optim), whose claim is 'at machine precision', so any value below 1e-12 proves "
         "it; and float64 results (an optimizer's end point), equal to nine digits. The last "
-        "digits depend on summation order, vector width and fused multiply-add."),
+        "digits depend on summation order, vector width and fused multiply-add.",
+    ),
     "float32": Tolerance(
-        2e-4, 1e-4, "float32 arithmetic without training, or a finite-difference check: the "
+        2e-4,
+        1e-4,
+        "float32 arithmetic without training, or a finite-difference check: the "
         "difference between two implementations of one computation (ONNX Runtime against "
         "PyTorch, finite differences against the manual gradient), whose claim is "
         "'round-off, far below anything that changes a prediction', so values below 2e-4 "
         "pass; and float32 results, equal to four digits. GPUs may use TF32 matrix products "
-        "(10-bit mantissa), hence 2e-3 there.", gpu_atol=2e-3, gpu_rtol=1e-3),
+        "(10-bit mantissa), hence 2e-3 there.",
+        gpu_atol=2e-3,
+        gpu_rtol=1e-3,
+    ),
     "accuracy": Tolerance(
-        0.003, 0.0, "Accuracy of a model trained on the full training set, measured on 5,000 "
+        0.003,
+        0.0,
+        "Accuracy of a model trained on the full training set, measured on 5,000 "
         "validation or 10,000 test images. Another CPU reorders float sums, the weights drift "
         "as if from another seed, and the accuracy moves in its third or fourth decimal. "
-        "0.3 points covers that, and a regression of half a point still fails."),
+        "0.3 points covers that, and a regression of half a point still fails.",
+    ),
     "subset-accuracy": Tolerance(
-        0.015, 0.0, "Accuracy of a short or small-data run (a training subset, one to three "
+        0.015,
+        0.0,
+        "Accuracy of a short or small-data run (a training subset, one to three "
         "epochs, an RNN or a small ViT), or on a small evaluation subset (2,000 images, a "
         "rare class). Such runs swing by up to a point between seeds and kernels.",
-        gpu_atol=0.03),
+        gpu_atol=0.03,
+    ),
     "metric": Tolerance(
-        0.003, 0.15, "A metric of a trained model other than accuracy: log loss, ECE, F1, AUC, "
+        0.003,
+        0.15,
+        "A metric of a trained model other than accuracy: log loss, ECE, F1, AUC, "
         "temperature, a train-test gap, a precision on a rare class. Within 15% of the stored "
         "value, plus 0.003 for values near zero (an ECE of a few thousandths moves by about "
         "0.002 between two floating-point paths): the shape of the claim, not its last digit.",
-        gpu_atol=0.006, gpu_rtol=0.3),
+        gpu_atol=0.006,
+        gpu_rtol=0.3,
+    ),
     "count": Tolerance(
-        10.0, 0.25, "A count that depends on which images a trained model gets wrong: errors, "
+        10.0,
+        0.25,
+        "A count that depends on which images a trained model gets wrong: errors, "
         "disagreements between two models (McNemar), steps until a loss level. A few images "
-        "more or less on another machine.", gpu_atol=20.0, gpu_rtol=0.5),
+        "more or less on another machine.",
+        gpu_atol=20.0,
+        gpu_rtol=0.5,
+    ),
     "chaotic": Tolerance(
-        math.inf, 0.0, "Moved a lot by a different reduction order: a trained RNN's gradient "
+        math.inf,
+        0.0,
+        "Moved a lot by a different reduction order: a trained RNN's gradient "
         "ratio, a weight hash, a p-value, which pairs of classes are confused most, an "
         "accuracy far outside the training distribution, a threshold set by a few images. "
-        "Not compared; the chapter asserts what it claims about them.", compare=False),
+        "Not compared; the chapter asserts what it claims about them.",
+        compare=False,
+    ),
     "machine": Tolerance(
-        math.inf, 0.0, "Says where the chapter ran: the device (cpu, cuda, mps), thread count, "
+        math.inf,
+        0.0,
+        "Says where the chapter ran: the device (cpu, cuda, mps), thread count, "
         "library versions. Different on every machine by design, so not compared.",
-        compare=False),
+        compare=False,
+    ),
 }
 
 # A number as printed: 1,234 or -0.5 or 2.6e-15 (thousands separators kept together).
@@ -117,7 +154,7 @@ def split_numbers(text: str) -> tuple[list[str], list[float]]:
     """The words between numbers (whitespace collapsed) and the numbers themselves."""
     words, numbers, start = [], [], 0
     for match in NUMBER.finditer(text):
-        words.append(" ".join(text[start:match.start()].split()))
+        words.append(" ".join(text[start : match.start()].split()))
         numbers.append(float(match.group().replace(",", "")))
         start = match.end()
     words.append(" ".join(text[start:].split()))
@@ -146,8 +183,11 @@ def compare_text(stored: str, fresh: str, tol: Tolerance, accelerator: bool = Fa
 
 def cell_tolerance(cell: dict[str, Any]) -> str | None:
     """The class named by a cell's `tolerance:<class>` tag, if any."""
-    names = [t[len(TAG_PREFIX):] for t in cell.get("metadata", {}).get("tags", [])
-             if t.startswith(TAG_PREFIX)]
+    names = [
+        t[len(TAG_PREFIX) :]
+        for t in cell.get("metadata", {}).get("tags", [])
+        if t.startswith(TAG_PREFIX)
+    ]
     if len(names) > 1:
         raise ValueError(f"a cell has {len(names)} tolerance tags ({', '.join(names)}); keep one")
     for name in names:
@@ -181,8 +221,7 @@ def glue(name: str, value: Any, tol: str = "exact", display: bool = False) -> No
     metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
     if tol != "exact":
         metadata[METADATA_KEY] = {"tolerance": tol}
-    IPython.display.display({prefix + k: v for k, v in bundle.items()}, raw=True,
-                            metadata=metadata)
+    IPython.display.display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
 
 
 def _texts(output: dict[str, Any], skip: tuple[str, ...]) -> dict[str, str]:
@@ -191,32 +230,51 @@ def _texts(output: dict[str, Any], skip: tuple[str, ...]) -> dict[str, str]:
         return {output["name"]: output["text"]}
     if output.get("output_type") == "error":
         return {"error": f"{output.get('ename')}: {output.get('evalue')}"}
-    return {k: v if isinstance(v, str) else str(v)
-            for k, v in output.get("data", {}).items() if k not in skip}
+    return {
+        k: v if isinstance(v, str) else str(v)
+        for k, v in output.get("data", {}).items()
+        if k not in skip
+    }
 
 
-def _compare_lists(stored: list[dict], fresh: list[dict], tol_of, sanitize, accelerator: bool,
-                   skip: tuple[str, ...], label) -> list[str]:
+def _compare_lists(
+    stored: list[dict],
+    fresh: list[dict],
+    tol_of,
+    sanitize,
+    accelerator: bool,
+    skip: tuple[str, ...],
+    label,
+) -> list[str]:
     """Compare outputs pairwise: same keys, and each text within its tolerance."""
     problems = []
     for old, new in zip(stored, fresh):
         old_texts, new_texts = _texts(old, skip), _texts(new, skip)
         if old_texts.keys() != new_texts.keys():
-            problems.append(f"{label(old)}: output kinds {sorted(old_texts)} "
-                            f"became {sorted(new_texts)}")
+            problems.append(
+                f"{label(old)}: output kinds {sorted(old_texts)} became {sorted(new_texts)}"
+            )
             continue
         for key, text in old_texts.items():
-            problem = compare_text(sanitize(text), sanitize(new_texts[key]), tol_of(old),
-                                   accelerator)
+            problem = compare_text(
+                sanitize(text), sanitize(new_texts[key]), tol_of(old), accelerator
+            )
             if problem:
-                problems.append(f"{label(old)} [{key}]: {problem}\n  stored: {text.strip()[:300]}"
-                                f"\n  new:    {new_texts[key].strip()[:300]}")
+                problems.append(
+                    f"{label(old)} [{key}]: {problem}\n  stored: {text.strip()[:300]}"
+                    f"\n  new:    {new_texts[key].strip()[:300]}"
+                )
     return problems
 
 
-def compare_outputs(cell: dict[str, Any], stored: list[dict], fresh: list[dict], sanitize=str,
-                    accelerator: bool = False, skip: tuple[str, ...] = ("image/png",)
-                    ) -> tuple[list[str], list[dict], list[dict]]:
+def compare_outputs(
+    cell: dict[str, Any],
+    stored: list[dict],
+    fresh: list[dict],
+    sanitize=str,
+    accelerator: bool = False,
+    skip: tuple[str, ...] = ("image/png",),
+) -> tuple[list[str], list[dict], list[dict]]:
     """Compare a cell's glued values, and its other outputs if the cell is tagged.
 
     Returns the problems found and the outputs left for an exact comparison (those of an
@@ -233,16 +291,28 @@ def compare_outputs(cell: dict[str, Any], stored: list[dict], fresh: list[dict],
         problems.append(f"glued names differ: stored {names_old}, new {names_new}")
     else:
         problems += _compare_lists(
-            glued_old, glued_new,
+            glued_old,
+            glued_new,
             lambda o: tolerance(output_tolerance(o) or cell_tol or "exact"),
-            sanitize, accelerator, skip, lambda o: f"glue {glue_name(o)!r}")
+            sanitize,
+            accelerator,
+            skip,
+            lambda o: f"glue {glue_name(o)!r}",
+        )
     if cell_tol is None:
         return problems, rest_old, rest_new
     if len(rest_old) != len(rest_new):
         problems.append(f"{len(rest_old)} outputs stored, {len(rest_new)} new")
     else:
-        problems += _compare_lists(rest_old, rest_new, lambda o: tolerance(cell_tol), sanitize,
-                                   accelerator, skip, lambda o: f"output ({cell_tol})")
+        problems += _compare_lists(
+            rest_old,
+            rest_new,
+            lambda o: tolerance(cell_tol),
+            sanitize,
+            accelerator,
+            skip,
+            lambda o: f"output ({cell_tol})",
+        )
     return problems, [], []
 
 
@@ -268,7 +338,8 @@ def install_nbval_hook() -> None:
     def compare(self, test, ref, skip_compare=None):
         skip = tuple(skip_compare or self.parent.skip_compare)
         problems, rest_ref, rest_test = compare_outputs(
-            self.cell, ref, test, sanitize=self.sanitize, accelerator=accelerator, skip=skip)
+            self.cell, ref, test, sanitize=self.sanitize, accelerator=accelerator, skip=skip
+        )
         exact_ok = exact(self, rest_test, rest_ref, skip_compare)  # resets comparison_traceback
         self.comparison_traceback = problems + self.comparison_traceback
         return exact_ok and not problems

@@ -1,4 +1,5 @@
 """The book's trained models: fixed recipes, trained once, cached in artifacts/, loaded anywhere."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,7 @@ class Recipe:
     weight_decay: float = 1e-4  # AdamW's decoupled weight decay
     seed: int = 0
 
-    def replace(self, **changes) -> "Recipe":
+    def replace(self, **changes) -> Recipe:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -42,9 +43,12 @@ RECIPES = {
 
 def make_optimizer(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
     """AdamW with a one-cycle learning-rate schedule stepped once per batch."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.lr, total_steps=recipe.num_epochs * steps_per_epoch)
+        optimizer, max_lr=recipe.lr, total_steps=recipe.num_epochs * steps_per_epoch
+    )
     return optimizer, scheduler
 
 
@@ -58,8 +62,13 @@ class TrainedModel:
     train_seconds: float
 
 
-def train_recipe(recipe: Recipe, data: MNISTSplits, device: torch.device | str = "cpu",
-                 progress: bool = False, checkpoint: Path | None = None) -> TrainedModel:
+def train_recipe(
+    recipe: Recipe,
+    data: MNISTSplits,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    checkpoint: Path | None = None,
+) -> TrainedModel:
     """Train a fresh model by the recipe, deterministically for a given device.
 
     The test set is not touched here: choices are made on the validation split, and the caller
@@ -70,36 +79,60 @@ def train_recipe(recipe: Recipe, data: MNISTSplits, device: torch.device | str =
     steps = -(-len(data.X_train) // recipe.batch_size)  # ceil division
     optimizer, scheduler = make_optimizer(recipe, model, steps)
     tic = time.perf_counter()
-    history = fit(model, data, optimizer, scheduler=scheduler, num_epochs=recipe.num_epochs,
-                  batch_size=recipe.batch_size, seed=recipe.seed, progress=progress,
-                  checkpoint=checkpoint, meta=_meta(recipe))
+    history = fit(
+        model,
+        data,
+        optimizer,
+        scheduler=scheduler,
+        num_epochs=recipe.num_epochs,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        meta=_meta(recipe),
+    )
     return TrainedModel(model, recipe, history, time.perf_counter() - tic)
 
 
 def _meta(recipe: Recipe, **extra) -> dict:
     """JSON metadata saved beside the weights."""
-    return {"recipe": dataclasses.asdict(recipe), "normalization": [MNIST_MEAN, MNIST_STD],
-            "input_shape": [1, 28, 28], **extra}
+    return {
+        "recipe": dataclasses.asdict(recipe),
+        "normalization": [MNIST_MEAN, MNIST_STD],
+        "input_shape": [1, 28, 28],
+        **extra,
+    }
 
 
-def save_trained(trained: TrainedModel, test_acc: float, path: Path | None = None,
-                 device: str = "cpu") -> Path:
+def save_trained(
+    trained: TrainedModel, test_acc: float, path: Path | None = None, device: str = "cpu"
+) -> Path:
     """Save a trained model's weights and metadata (test accuracy, history) to artifacts/."""
     path = path or artifacts_dir() / trained.recipe.model / "model"
-    meta = _meta(trained.recipe, test_acc=test_acc, train_seconds=trained.train_seconds,
-                 trained_on=str(device), history=dataclasses.asdict(trained.history))
+    meta = _meta(
+        trained.recipe,
+        test_acc=test_acc,
+        train_seconds=trained.train_seconds,
+        trained_on=str(device),
+        history=dataclasses.asdict(trained.history),
+    )
     return save_checkpoint(path, trained.model, meta=meta)
 
 
 def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from a saved checkpoint's recipe and load its weights."""
-    model, record = load_model(path, lambda meta: build_model(meta["recipe"]["model"],
-                                                              **meta["recipe"]["model_kwargs"]))
+    model, record = load_model(
+        path, lambda meta: build_model(meta["recipe"]["model"], **meta["recipe"]["model_kwargs"])
+    )
     return model.to(device).eval(), record["meta"]
 
 
-def trained_model(name: str, device: torch.device | str = "cpu", data: MNISTSplits | None = None,
-                  progress: bool = False) -> tuple[nn.Module, dict]:
+def trained_model(
+    name: str,
+    device: torch.device | str = "cpu",
+    data: MNISTSplits | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, dict]:
     """The book's trained `name` model: from artifacts/ if cached, else trained now and cached."""
     if name not in RECIPES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(RECIPES)}")
