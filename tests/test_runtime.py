@@ -77,17 +77,40 @@ def test_config_is_frozen_and_built_from_params():
         cfg.lr = 1.0
 
 
-def test_subclass_fields_are_validated_too():
+def test_subclass_fields_declare_their_own_constraints():
     @dataclass(frozen=True)
     class ChapterConfig(dl.Config):
-        mlp_epochs: int = 15
-        dropout: float = 0.1
+        mlp_epochs: int = dl.param(15, ge=1, smoke=1)
+        share: float = dl.param(0.01, gt=0, lt=1)
+        mode: str = dl.param("fast", choices=("fast", "slow"))
+        free: int = -3  # no declaration: any integer
 
     assert ChapterConfig(mlp_epochs=2).mlp_epochs == 2
-    with pytest.raises(ValueError, match="mlp_epochs=0"):
+    with pytest.raises(ValueError, match="mlp_epochs=0 is invalid: it must be an integer >= 1"):
         ChapterConfig(mlp_epochs=0)
-    with pytest.raises(ValueError, match="dropout=-0.5"):
-        ChapterConfig(dropout=-0.5)
+    with pytest.raises(
+        ValueError, match="share=1.0 is invalid: it must be a finite number > 0 and < 1"
+    ):
+        ChapterConfig(share=1.0)
+    with pytest.raises(
+        ValueError, match="mode='medium' is invalid: it must be one of 'fast', 'slow'"
+    ):
+        ChapterConfig(mode="medium")
+    with pytest.raises(ValueError, match="free=0.5 is invalid: it must be an integer"):
+        ChapterConfig(free=0.5)
+    assert ChapterConfig(free=-7).free == -7
+
+
+def test_smoke_values_are_declared_by_the_fields():
+    @dataclass(frozen=True)
+    class ChapterConfig(dl.Config):
+        train_size: int = dl.param(55_000, ge=1, smoke=2_000)
+        repeats: int = dl.param(50, ge=1)
+
+    full = ChapterConfig.from_params({"num_epochs": 4, "train_size": 30_000})
+    assert (full.num_epochs, full.train_size, full.repeats) == (4, 30_000, 50)
+    smoke = ChapterConfig.from_params({"smoke": True, "num_epochs": 4, "repeats": 7})
+    assert (smoke.num_epochs, smoke.train_size, smoke.repeats, smoke.smoke) == (1, 2_000, 7, True)
 
 
 def test_config_device_resolution(monkeypatch):

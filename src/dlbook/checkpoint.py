@@ -43,7 +43,7 @@ def save_checkpoint(
     meta: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler=None,
-    history=None,
+    history: dict[str, list[float]] | None = None,
 ) -> Path:
     """Save model (and optionally optimizer, scheduler, history) to <path>.safetensors + .json."""
     tensors_path, meta_path = checkpoint_paths(path)
@@ -59,9 +59,7 @@ def save_checkpoint(
     if scheduler is not None:
         record["scheduler"] = scheduler.state_dict()
     if history is not None:
-        from dataclasses import asdict
-
-        record["history"] = asdict(history)
+        record["history"] = history
     _atomic_write(tensors_path, lambda p: save_file(tensors, str(p)))
     record["sha256"] = file_digest(tensors_path)
     _atomic_write(meta_path, lambda p: p.write_text(json.dumps(record, indent=1)))
@@ -131,9 +129,7 @@ def load_model(path: Path | str, build: Callable[[dict], nn.Module]) -> tuple[nn
 def load_training_state(
     path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler=None
 ):
-    """Restore model, optimizer, scheduler and history; return (history, next epoch)."""
-    from .training import History
-
+    """Restore model, optimizer and scheduler; return (the history as a dict, next epoch)."""
     tensors, record = load_checkpoint(path)
     model.load_state_dict(_strip(tensors, "model."), strict=True)
     if "optimizer_param_groups" not in record:
@@ -149,5 +145,5 @@ def load_training_state(
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     if scheduler is not None:
         scheduler.load_state_dict(record["scheduler"])
-    history = History(**record["history"])
-    return history, history.num_epochs
+    history = record["history"]
+    return history, len(history["train_loss"])

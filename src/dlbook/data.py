@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .runtime import data_dir, file_digest
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the 60k training images in [0, 1]
 NUM_VAL = 5_000  # the last 5,000 training images are the fixed validation split
+SMOKE_SIZES = (2_000, 1_000)  # a smoke run's training images, and validation and test images
 MIRROR_ENV = "DLBOOK_MNIST_MIRROR"
 
 
@@ -111,6 +113,11 @@ def normalize(X: Tensor) -> Tensor:
     return ((X.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
 
 
+def denormalize(X: Tensor) -> Tensor:
+    """Standardized images back to pixels in [0, 1] (same shape): the inverse of `normalize`."""
+    return (X * MNIST_STD + MNIST_MEAN).clamp(0, 1)
+
+
 @dataclass(frozen=True)
 class MNISTSplits:
     """Normalized MNIST tensors: train (55k), val (5k, the last training images), test (10k)."""
@@ -131,6 +138,20 @@ class MNISTSplits:
             self.y_val[:n_eval],
             self.X_test[:n_eval],
             self.y_test[:n_eval],
+        )
+
+    def smoke(self) -> MNISTSplits:
+        """The smoke-run subset every chapter uses: SMOKE_SIZES images from each split."""
+        return self.subset(*SMOKE_SIZES)
+
+    def first_train(self, n: int) -> MNISTSplits:
+        """The same splits with only the first n training images (validation and test unchanged)."""
+        return dataclasses.replace(self, X_train=self.X_train[:n], y_train=self.y_train[:n])
+
+    def map_images(self, fn: Callable[[Tensor], Tensor]) -> MNISTSplits:
+        """The same splits with fn applied to every image tensor (labels unchanged)."""
+        return dataclasses.replace(
+            self, X_train=fn(self.X_train), X_val=fn(self.X_val), X_test=fn(self.X_test)
         )
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,15 +99,3 @@ def parity(reference: Tensor, other: Tensor) -> dict:
         "max_abs_diff": (reference - other).abs().max().item(),
         "same_prediction": (reference.argmax(1) == other.argmax(1)).double().mean().item(),
     }
-
-
-def median_latency(fn: Callable[[], object], warmup: int = 10, repeats: int = 50) -> float:
-    """Median wall time of fn() in seconds, after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)

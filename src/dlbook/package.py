@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -11,12 +12,20 @@ from torch import nn
 from .checkpoint import CheckpointError, load_model, save_checkpoint
 from .data import MNIST_MEAN, MNIST_STD, NUM_VAL, mnist_files
 from .models import build_model, count_parameters
-from .zoo import Recipe
+
+
+class RecipeLike(Protocol):
+    """What a model card reads from a recipe (a `zoo.Recipe`, a dataclass)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    model: str
+    model_kwargs: dict
+
 
 WEIGHTS = "model"  # the package holds model.safetensors and model.json
 
 
-def model_card(model: nn.Module, recipe: Recipe, metrics: dict, version: str) -> dict:
+def model_card(model: nn.Module, recipe: RecipeLike, metrics: dict, version: str) -> dict:
     """Everything a user of the weights needs to know, as JSON-ready data."""
     return {
         "name": f"dlbook-mnist-{recipe.model}",

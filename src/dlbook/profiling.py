@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .export import median_latency
+from .timing import median_latency
 
 
 def forward_flops(model: nn.Module, X: Tensor) -> int:

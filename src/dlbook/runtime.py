@@ -6,12 +6,13 @@ import dataclasses
 import hashlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from typing_extensions import Self
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -44,7 +45,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices) so runs repeat."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global RNG is what we seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators
 
 
@@ -84,28 +85,138 @@ def artifacts_dir() -> Path:
     return _home_folder("DLBOOK_ARTIFACTS_DIR", "artifacts")
 
 
+class _Same:
+    """The smoke value of a field that keeps its value in a smoke run."""
+
+    def __repr__(self) -> str:
+        return "SAME"
+
+
+SAME: Any = _Same()
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a parameter accepts: bounds, choices, and its value in a smoke run."""
+
+    ge: float | None = None  # value >= ge
+    gt: float | None = None  # value > gt
+    le: float | None = None  # value <= le
+    lt: float | None = None  # value < lt
+    choices: tuple[Any, ...] | None = None
+    smoke: Any = SAME  # the value a smoke run uses instead (SAME: the same value)
+
+    def wanted(self, kind: str) -> str:
+        """What a valid value is, in words: 'an integer >= 1', 'a number in (0, 1]', ..."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        noun = {"int": "an integer", "float": "a finite number", "bool": "True or False"}
+        low = (
+            f"> {self.gt:g}"
+            if self.gt is not None
+            else f">= {self.ge:g}"
+            if self.ge is not None
+            else None
+        )
+        high = (
+            f"< {self.lt:g}"
+            if self.lt is not None
+            else f"<= {self.le:g}"
+            if self.le is not None
+            else None
+        )
+        bounds = " and ".join(b for b in (low, high) if b is not None)
+        return f"{noun.get(kind, 'a string')} {bounds}".strip()
+
+    def accepts(self, kind: str, value: Any) -> bool:
+        """Whether `value` has the declared type and lies within the bounds and choices."""
+        if self.choices is not None:
+            return value in self.choices
+        if kind == "bool":
+            return isinstance(value, bool)
+        if kind == "int" and not _is_int(value):
+            return False
+        if kind == "float" and not (_is_int(value) or isinstance(value, (float, np.floating))):
+            return False
+        if kind == "str":
+            return isinstance(value, str)
+        if not np.isfinite(value):
+            return False
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+
+def param(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    smoke: Any = SAME,
+) -> Any:
+    """A config field that declares what it accepts and its smoke-run value.
+
+    `train_size: int = param(55_000, ge=1, smoke=2_000)`: the type comes from the annotation.
+    """
+    check = Check(ge=ge, gt=gt, le=le, lt=lt, choices=choices, smoke=smoke)
+    return field(default=default, metadata={"check": check})
+
+
+def _kind(annotation: Any) -> str:
+    """'int', 'float', 'bool' or 'str' from a field's annotation (a type or its string)."""
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return name if name in ("int", "float", "bool") else "str"
+
+
 @dataclass(frozen=True)
 class Config:
-    """A chapter's parameters, validated once; built from the papermill `parameters` cell."""
+    """A chapter's parameters, validated once; built from the papermill `parameters` cell.
 
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
-    num_epochs: int = 5  # passes over the training set
-    batch_size: int = 128  # big enough to keep a CPU busy, small enough to generalize
-    lr: float = 1e-3  # Adam's usual default
-    seed: int = 0  # one seed for data order, initialization and dropout
-    smoke: bool = False  # a tiny subset and one epoch: seconds, for CI and quick checks
+    A chapter adds its own fields with `param(...)`; each field declares what it accepts and,
+    optionally, the value a smoke run uses. Untyped defaults accept any value of their type.
+    """
+
+    device: str = param("auto", choices=DEVICES)  # auto picks cuda, then mps, then cpu
+    num_epochs: int = param(5, ge=1, smoke=1)  # passes over the training set
+    batch_size: int = param(128, ge=1)  # big enough to keep a CPU busy, small enough to generalize
+    lr: float = param(1e-3, gt=0)  # Adam's usual default
+    seed: int = param(0, ge=0)  # one seed for data order, initialization and dropout
+    smoke: bool = False  # a small subset and one epoch: minutes, for CI and quick checks
     progress: bool = False  # tqdm bars; off by default so committed outputs stay clean
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # subclasses get their extra fields checked too
-            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            _validate(f.name, kind, getattr(self, f.name))
+            check = f.metadata.get("check", Check())
+            kind, value = _kind(f.type), getattr(self, f.name)
+            if not check.accepts(kind, value):
+                raise ValueError(
+                    f"parameter {f.name}={value!r} is invalid: it must be {check.wanted(kind)}"
+                )
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Config:
-        """Build from a dict of parameters (e.g. `globals()` of the parameters cell); unknown keys are ignored."""
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        """Build from a dict of parameters (e.g. `globals()` of the parameters cell).
+
+        Unknown keys are ignored. With smoke=True, fields that declare a smoke value take it.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
+        cfg = cls(**{k: v for k, v in params.items() if k in names})
+        return cfg.smoke_version() if cfg.smoke else cfg
+
+    def smoke_version(self) -> Self:
+        """This config with every declared smoke value applied."""
+        changes = {
+            f.name: f.metadata["check"].smoke
+            for f in dataclasses.fields(self)
+            if "check" in f.metadata and f.metadata["check"].smoke is not SAME
+        }
+        return dataclasses.replace(self, **changes)
 
     @property
     def torch_device(self) -> torch.device:
@@ -115,23 +226,3 @@ class Config:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _validate(name: str, kind: str, value: Any) -> None:
-    """Check one parameter by its name and declared type; raise a ValueError that says what is wanted."""
-    if name == "device":
-        ok, wanted = value in DEVICES, f"one of {', '.join(repr(d) for d in DEVICES)}"
-    elif kind == "bool":
-        ok, wanted = isinstance(value, bool), "True or False"
-    elif kind == "int" and (name.endswith("epochs") or name.endswith("size")):
-        ok, wanted = _is_int(value) and value >= 1, "an integer >= 1"
-    elif kind == "int":
-        ok, wanted = _is_int(value) and value >= 0, "an integer >= 0"
-    elif kind == "float":
-        ok = _is_int(value) or isinstance(value, (float, np.floating))
-        ok = ok and np.isfinite(value) and (value > 0 if "lr" in name else value >= 0)
-        wanted = "a finite number > 0" if "lr" in name else "a finite number >= 0"
-    else:
-        ok, wanted = isinstance(value, str), "a string"
-    if not ok:
-        raise ValueError(f"parameter {name}={value!r} is invalid: it must be {wanted}")

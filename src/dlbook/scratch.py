@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .data import MNISTSplits, iterate_batches
-from .training import History
+from .history import History
 
 Params = dict[str, Tensor]
 PARAM_NAMES = ("W1", "b1", "W2", "b2")

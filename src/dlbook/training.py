@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,37 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm  # plain text bars: no widget state in stored outputs
 
+from .checkpoint import load_training_state, save_checkpoint
 from .data import MNISTSplits, iterate_batches
+from .history import History
 
 Batches = Iterable[tuple[Tensor, Tensor]]
-
-
-@dataclass
-class History:
-    """Per-epoch record of a training run."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)  # training time of each epoch
-
-    def append(self, train_loss: float, val_loss: float, val_acc: float, seconds: float) -> None:
-        """Record one epoch."""
-        for name, value in zip(asdict(self), (train_loss, val_loss, val_acc, seconds)):
-            getattr(self, name).append(float(value))
-
-    @property
-    def num_epochs(self) -> int:
-        return len(self.train_loss)
-
-    def to_frame(self):
-        """The history as a pandas DataFrame indexed by epoch (1-based)."""
-        import pandas as pd
-
-        frame = pd.DataFrame(asdict(self))
-        frame.index = range(1, len(frame) + 1)
-        frame.index.name = "epoch"
-        return frame
 
 
 def train_one_epoch(
@@ -117,11 +90,11 @@ def fit(
     resumed from the checkpoint written after any epoch equals an uninterrupted run.
     With `checkpoint`, model, optimizer, scheduler and history are saved after every epoch.
     """
-    from .checkpoint import load_training_state, save_checkpoint
 
     history, start = History(), 0
     if resume and checkpoint is not None and Path(checkpoint).with_suffix(".json").exists():
-        history, start = load_training_state(checkpoint, model, optimizer, scheduler)
+        record, start = load_training_state(checkpoint, model, optimizer, scheduler)
+        history = History.from_dict(record)
     bar = tqdm(range(start, num_epochs), disable=not progress, desc="epochs", mininterval=1.0)
     for epoch in bar:
         torch.manual_seed(seed + epoch)
@@ -143,6 +116,6 @@ def fit(
                 meta=meta,
                 optimizer=optimizer,
                 scheduler=scheduler,
-                history=history,
+                history=history.to_dict(),
             )
     return history

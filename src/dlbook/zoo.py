@@ -4,32 +4,46 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, checkpoint_paths, load_model, save_checkpoint
 from .data import MNIST_MEAN, MNIST_STD, MNISTSplits, load_mnist
+from .history import History
 from .models import build_model
 from .runtime import artifacts_dir, seed_everything
-from .training import History, evaluate_tensors, fit
+from .training import evaluate_tensors, fit
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")  # momentum: SGD with momentum 0.9
+SCHEDULES = ("onecycle", "constant")
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a trained model: architecture, optimizer, schedule, data order."""
 
-    model: str  # 'mlp' or 'cnn'
+    model: str  # 'mlp' or 'cnn' (any name of models.MODELS)
     model_kwargs: dict = field(default_factory=dict)
     num_epochs: int = 5
     batch_size: int = 128
-    lr: float = 3e-3  # peak learning rate of the one-cycle schedule
-    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
+    lr: float = 3e-3  # the peak learning rate (one-cycle) or the learning rate (constant)
+    weight_decay: float = 1e-4  # decoupled for AdamW; L2 added to the gradient for the others
     seed: int = 0
+    optimizer: str = "adamw"  # one of OPTIMIZERS
+    schedule: str = "onecycle"  # one of SCHEDULES; stepped once per batch
 
-    def replace(self, **changes) -> Recipe:
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+
+    def replace(self, **changes: Any) -> Recipe:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -41,15 +55,23 @@ RECIPES = {
 }
 
 
-def make_optimizer(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
-    """AdamW with a one-cycle learning-rate schedule stepped once per batch."""
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.lr, total_steps=recipe.num_epochs * steps_per_epoch
-    )
-    return optimizer, scheduler
+def make_optimizer(
+    recipe: Recipe, model: nn.Module, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The recipe's optimizer and, for one-cycle, its schedule (None: a constant rate)."""
+    params, lr, wd = model.parameters(), recipe.lr, recipe.weight_decay
+    optimizer: torch.optim.Optimizer
+    if recipe.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    elif recipe.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    else:
+        momentum = 0.9 if recipe.optimizer == "momentum" else 0.0
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
+    if recipe.schedule == "constant":
+        return optimizer, None
+    total = recipe.num_epochs * steps_per_epoch
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
 
 
 @dataclass
@@ -147,3 +169,59 @@ def trained_model(
     _, test_acc = evaluate_tensors(trained.model, data.X_test, data.y_test)
     save_trained(trained, test_acc, path, device=str(device))
     return load_trained(path, device)
+
+
+R = TypeVar("R")
+
+
+@dataclass
+class LRSearch(Generic[R]):
+    """The runs of a learning-rate grid, scored on the validation split (NaN: diverged)."""
+
+    runs: dict[float, R | None]  # None where training diverged
+    val_acc: dict[float, float]  # final validation accuracy of each run
+
+    @property
+    def best_lr(self) -> float:
+        """The learning rate with the best validation accuracy (the first one on ties)."""
+        return max(self.val_acc, key=lambda lr: _or(self.val_acc[lr], -1.0))
+
+    @property
+    def best(self) -> R:
+        """The run at `best_lr`."""
+        run = self.runs[self.best_lr]
+        if run is None:
+            raise FloatingPointError("every learning rate of the grid diverged")
+        return run
+
+
+def _or(value: float, fallback: float) -> float:
+    return fallback if value != value else value  # NaN -> fallback
+
+
+def search_lr(
+    train: Callable[[float], R],
+    lrs: Iterable[float],
+    score: Callable[[R], float] = lambda run: run.history.val_acc[-1],  # type: ignore[attr-defined]
+) -> LRSearch[R]:
+    """Train once per learning rate (a diverged run scores NaN) and keep them all."""
+    runs: dict[float, R | None] = {}
+    val_acc: dict[float, float] = {}
+    for lr in lrs:
+        try:
+            runs[lr] = train(lr)
+            val_acc[lr] = float(score(runs[lr]))
+        except FloatingPointError:  # the loss became NaN or infinite: this rate is out
+            runs[lr], val_acc[lr] = None, float("nan")
+    return LRSearch(runs, val_acc)
+
+
+def lr_search(
+    recipe: Recipe,
+    lrs: Iterable[float],
+    data: MNISTSplits,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> LRSearch[TrainedModel]:
+    """`train_recipe` at each learning rate of the grid; choose by validation accuracy only."""
+    return search_lr(lambda lr: train_recipe(recipe.replace(lr=lr), data, device, progress), lrs)
