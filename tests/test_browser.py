@@ -70,7 +70,8 @@ def built_page() -> Path:
             pytest.fail("jupyter-book build did not write the chapter:\n" + "\n".join(problems))
         if run.returncode != 0:  # the page was written (--keep-going); the build step gates these
             warnings.warn(
-                "jupyter-book build . -n -W --keep-going reported:\n" + "\n".join(problems[:20])
+                "jupyter-book build . -n -W --keep-going reported:\n" + "\n".join(problems[:20]),
+                stacklevel=1,
             )
     return PAGE
 

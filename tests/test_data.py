@@ -6,7 +6,7 @@ import torch
 
 import dlbook as dl
 from conftest import ARCHIVES
-from dlbook.data import MNIST_MEAN, MNIST_STD, NUM_VAL, DataError
+from dlbook.data import MNIST_MEAN, MNIST_STD, NUM_VAL, DataError, normalize
 
 
 def test_splits_have_the_official_sizes_and_shapes(mnist):
@@ -138,3 +138,30 @@ def test_per_sample_loader_is_the_seed_pipeline(mnist_root, mnist):
 def test_subset_for_smoke_runs(mnist):
     small = mnist.subset(100, 50)
     assert (len(small.X_train), len(small.X_val), len(small.X_test)) == (100, 50, 50)
+
+
+def test_smoke_subset_is_one_rule_for_every_chapter(mnist):
+    small = mnist.smoke()
+    assert (len(small.X_train), len(small.X_val), len(small.X_test)) == (2_000, 1_000, 1_000)
+    assert torch.equal(small.X_train, mnist.X_train[:2_000])
+
+
+def test_first_train_keeps_validation_and_test(mnist):
+    part = mnist.first_train(300)
+    assert torch.equal(part.X_train, mnist.X_train[:300]) and torch.equal(
+        part.y_train, mnist.y_train[:300]
+    )
+    assert part.X_val is mnist.X_val and part.X_test is mnist.X_test
+
+
+def test_denormalize_inverts_normalize():
+    pixels = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    back = dl.denormalize(normalize(pixels))  # (5, 1, 28, 28) in [0, 1]
+    torch.testing.assert_close(back[:, 0], pixels.float() / 255, atol=1e-6, rtol=0)
+    assert dl.denormalize(torch.tensor([-10.0, 10.0])).tolist() == [0.0, 1.0]  # clamped
+
+
+def test_map_images_touches_images_only(mnist):
+    small = mnist.smoke().map_images(lambda X: X * 0)
+    assert small.X_train.abs().sum() == 0 and small.X_test.abs().sum() == 0
+    assert torch.equal(small.y_test, mnist.y_test[:1_000])

@@ -117,7 +117,7 @@ def test_config_device_resolution(monkeypatch):
     monkeypatch.setattr(runtime, "available_devices", lambda: ["cpu"])
     assert dl.Config(device="cpu").torch_device == torch.device("cpu")
     with pytest.raises(ValueError, match="not available"):
-        dl.Config(device="cuda").torch_device
+        _ = dl.Config(device="cuda").torch_device
 
 
 def test_folders_follow_environment(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""MNIST, offline first: a mirror folder, then the internet; preloaded tensors and batch iterators."""
+"""MNIST, offline first (a mirror folder, then the internet); preloaded tensors; batch iterators."""
 
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ def per_sample_loader(
     normalize_input: bool = False,
     num_workers: int = 0,
 ) -> DataLoader:
-    """The seed program's pipeline: a DataLoader converting one PIL image at a time with ToTensor."""
+    """The seed program's pipeline: a DataLoader converting one PIL image at a time (ToTensor)."""
     root = ensure_mnist(root)
     steps = [transforms.ToTensor()]
     if normalize_input:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import platform
@@ -96,10 +97,8 @@ class PeakMemory:
         while not self._stop.is_set():
             rss = 0
             for child in me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):  # the child ended between list and read
                     rss += child.memory_info().rss
-                except psutil.Error:  # the child ended between listing and reading
-                    pass
             self.peak = max(self.peak, rss)
             self._stop.wait(self.interval)
 
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, machine = [], machine_summary(device)
     for path in chapters:
         params = chapter_parameters(path, args.device, args.smoke)
-        output = path if args.inplace else out_dir / path.name
+        output = path if out_dir is None else out_dir / path.name
         print(f"running {path.stem} with {params} ...", flush=True)
         runs.append(run_chapter(path, output, params, args.timeout, device, report_dir))
         run = runs[-1]
@@ -353,7 +352,7 @@ def record_inplace_runs(root: Path, runs: list[ChapterRun], timeout: int | None)
     order = [p.stem for p in toc_notebooks(root)]
     ordered = sorted(
         lines.values(),
-        key=lambda l: order.index(l["chapter"]) if l["chapter"] in order else len(order),
+        key=lambda run: order.index(run["chapter"]) if run["chapter"] in order else len(order),
     )
     committed.write_text(json.dumps({"runs": ordered}, indent=1) + "\n")
     page = root / "chapters" / f"{REPORT_PAGE}.ipynb"

@@ -171,9 +171,9 @@ def compare_text(stored: str, fresh: str, tol: Tolerance, accelerator: bool = Fa
     fresh_words, fresh_numbers = split_numbers(fresh)
     if len(stored_numbers) != len(fresh_numbers):
         return f"{len(stored_numbers)} numbers stored, {len(fresh_numbers)} new"
-    for old, new in zip(stored_words, fresh_words):
-        if old != new:
-            return f"the text around the numbers differs: stored {old!r}, new {new!r}"
+    for old_text, new_text in zip(stored_words, fresh_words):
+        if old_text != new_text:
+            return f"the text around the numbers differs: stored {old_text!r}, new {new_text!r}"
     for old, new in zip(stored_numbers, fresh_numbers):
         if not tol.allows(old, new, accelerator):
             atol, rtol = tol.bounds(accelerator)
@@ -344,5 +344,5 @@ def install_nbval_hook() -> None:
         self.comparison_traceback = problems + self.comparison_traceback
         return exact_ok and not problems
 
-    compare.dlbook = True
+    setattr(compare, "dlbook", True)  # noqa: B010 (marks the wrapper: never wrap twice)
     IPyNbCell.compare_outputs = compare
