@@ -262,7 +262,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument(
-        "--smoke", action="store_true", help="tiny data, one epoch: seconds per chapter"
+        "--smoke", action="store_true", help="the smoke subset and one epoch: a quick check of every chapter"
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
