@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,14 @@ class _Same:
 SAME: Any = _Same()
 
 
+_COMPARISONS = {
+    "gt": (">", operator.gt),
+    "ge": (">=", operator.ge),
+    "lt": ("<", operator.lt),
+    "le": ("<=", operator.le),
+}
+
+
 @dataclass(frozen=True)
 class Check:
     """What a parameter accepts: bounds, choices, and its value in a smoke run."""
@@ -111,22 +121,16 @@ class Check:
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         noun = {"int": "an integer", "float": "a finite number", "bool": "True or False"}
-        low = (
-            f"> {self.gt:g}"
-            if self.gt is not None
-            else f">= {self.ge:g}"
-            if self.ge is not None
-            else None
-        )
-        high = (
-            f"< {self.lt:g}"
-            if self.lt is not None
-            else f"<= {self.le:g}"
-            if self.le is not None
-            else None
-        )
-        bounds = " and ".join(b for b in (low, high) if b is not None)
+        bounds = " and ".join(f"{symbol} {bound:g}" for symbol, _, bound in self._bounds())
         return f"{noun.get(kind, 'a string')} {bounds}".strip()
+
+    def _bounds(self) -> list[tuple[str, Callable[[Any, Any], bool], float]]:
+        """The declared bounds as (symbol, comparison, bound), lower ones first."""
+        return [
+            (symbol, op, getattr(self, name))
+            for name, (symbol, op) in _COMPARISONS.items()
+            if getattr(self, name) is not None
+        ]
 
     def accepts(self, kind: str, value: Any) -> bool:
         """Whether `value` has the declared type and lies within the bounds and choices."""
@@ -140,14 +144,7 @@ class Check:
             return False
         if kind == "str":
             return isinstance(value, str)
-        if not np.isfinite(value):
-            return False
-        return (
-            (self.ge is None or value >= self.ge)
-            and (self.gt is None or value > self.gt)
-            and (self.le is None or value <= self.le)
-            and (self.lt is None or value < self.lt)
-        )
+        return bool(np.isfinite(value)) and all(op(value, bound) for _, op, bound in self._bounds())
 
 
 def param(
