@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -58,7 +59,11 @@ RECIPES = {
 def make_optimizer(
     recipe: Recipe, model: nn.Module, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """The recipe's optimizer and, for one-cycle, its schedule (None: a constant rate)."""
+    """The recipe's optimizer and, for one-cycle, its schedule (None: a constant rate).
+
+    One-cycle also cycles momentum (Adam's beta1) between 0.95 and 0.85, except for plain SGD,
+    which has none to cycle: it stays plain SGD.
+    """
     params, lr, wd = model.parameters(), recipe.lr, recipe.weight_decay
     optimizer: torch.optim.Optimizer
     if recipe.optimizer == "adamw":
@@ -71,12 +76,15 @@ def make_optimizer(
     if recipe.schedule == "constant":
         return optimizer, None
     total = recipe.num_epochs * steps_per_epoch
-    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total, cycle_momentum=recipe.optimizer != "sgd"
+    )
+    return optimizer, scheduler
 
 
 @dataclass
 class TrainedModel:
-    """A trained model with its recipe, history and training wall time (no test score: see below)."""
+    """A trained model with its recipe, history and training wall time (no test score here)."""
 
     model: nn.Module
     recipe: Recipe
@@ -196,23 +204,33 @@ class LRSearch(Generic[R]):
 
 
 def _or(value: float, fallback: float) -> float:
-    return fallback if value != value else value  # NaN -> fallback
+    return fallback if math.isnan(value) else value
+
+
+def final_val_acc(run: Any) -> float:
+    """The last validation accuracy of a run that has a `.history` (a TrainedModel)."""
+    return run.history.val_acc[-1]
 
 
 def search_lr(
     train: Callable[[float], R],
     lrs: Iterable[float],
-    score: Callable[[R], float] = lambda run: run.history.val_acc[-1],  # type: ignore[attr-defined]
+    score: Callable[[R], float] = final_val_acc,
 ) -> LRSearch[R]:
-    """Train once per learning rate (a diverged run scores NaN) and keep them all."""
+    """Train once per learning rate, in grid order, and keep every run with its score.
+
+    `train(lr)` raising FloatingPointError (the loss became NaN or infinite) marks a diverged
+    run: it is kept as None with a NaN score, and the search goes on.
+    """
     runs: dict[float, R | None] = {}
     val_acc: dict[float, float] = {}
     for lr in lrs:
         try:
-            runs[lr] = train(lr)
-            val_acc[lr] = float(score(runs[lr]))
-        except FloatingPointError:  # the loss became NaN or infinite: this rate is out
+            run = train(lr)
+        except FloatingPointError:  # this rate is out
             runs[lr], val_acc[lr] = None, float("nan")
+            continue
+        runs[lr], val_acc[lr] = run, float(score(run))
     return LRSearch(runs, val_acc)
 
 
