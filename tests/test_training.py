@@ -58,7 +58,7 @@ def _run(tiny_splits, num_epochs, checkpoint=None, resume=False):
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_splits, tmp_path):
-    """Stop after one epoch, start a new process-like state from the checkpoint, finish: same weights."""
+    """Stop after one epoch, resume a fresh state from the checkpoint, finish: same weights."""
     straight, straight_opt, straight_history = _run(tiny_splits, 3)
     _run(tiny_splits, 1, checkpoint=tmp_path / "run")  # interrupted after epoch 1
     resumed, resumed_opt, resumed_history = _run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +60,8 @@ class CNN(nn.Module):
 class RNNClassifier(nn.Module):
     """Reads an image as a sequence of 28 rows (28 pixels each); classifies the last state."""
 
-    recurrent = nn.RNN  # tanh RNN: h_t = tanh(W x_t + U h_{t-1} + b)
+    # tanh RNN: h_t = tanh(W x_t + U h_{t-1} + b); LSTMClassifier swaps in nn.LSTM
+    recurrent: ClassVar[type[nn.Module]] = nn.RNN
 
     def __init__(self, hidden: int = 128, num_layers: int = 1) -> None:
         super().__init__()

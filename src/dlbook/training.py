@@ -24,7 +24,7 @@ def train_one_epoch(
     batches: Batches,
     optimizer: torch.optim.Optimizer,
     device: torch.device | str | None = None,
-    scheduler=None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
 ) -> float:
     """One pass in pytorch/examples' order; returns the mean training loss per sample."""
@@ -78,7 +78,7 @@ def fit(
     num_epochs: int,
     batch_size: int,
     seed: int = 0,
-    scheduler=None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
     checkpoint: Path | str | None = None,
     resume: bool = False,
