@@ -234,7 +234,7 @@ def plot_optimizer_paths(
     ys = torch.linspace(*ylim, 300, dtype=torch.float64)
     XX, YY = torch.meshgrid(xs, ys, indexing="xy")  # (300, 300) each
     values = f(torch.stack([XX, YY], dim=-1)).numpy()  # (300, 300)
-    levels = num_levels
+    levels: int | np.ndarray = num_levels  # a count, or the contour values themselves
     if log_levels:
         low = max(float(values.min()), 1e-3)
         levels = np.logspace(np.log10(low), np.log10(float(values.max())), num_levels)
@@ -322,7 +322,7 @@ def plot_scaling(
     ylabel: str = "test error",
     title: str = "",
 ) -> Axes:
-    """Error against size on log-log axes: {label: (sizes, errors)} lines, optional single points."""
+    """Error against size on log-log axes: {label: (sizes, errors)} lines, and single points."""
     ax = _axes(ax, figsize=(5, 3.5))
     for label, (sizes, errors) in curves.items():
         ax.plot(list(sizes), list(errors), marker="o", markersize=3, label=label)
