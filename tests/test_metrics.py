@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from scipy import optimize, stats
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
@@ -280,6 +281,107 @@ def test_mcnemar_exact_by_hand_and_against_scipy():
     assert M.mcnemar_test(y, a, a).p_value == 1.0
 
 
+def test_bootstrap_interval_formats_as_estimate_and_interval():
+    ci = M.BootstrapCI(0.98125, 0.97, 0.99, torch.zeros(1))
+    assert f"{ci:.4f}" == "0.9812, 95% bootstrap interval [0.9700, 0.9900]"
+    assert f"{ci:+.2f}" == "+0.98, 95% bootstrap interval [+0.97, +0.99]"
+    y, preds, _ = _random(n=50, seed=2)
+    assert f"{M.bootstrap_ci(y, preds, num_bootstrap=5, confidence=0.9):.1f}".count("90%") == 1
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_top_confusions_are_the_largest_off_diagonal_cells_in_row_major_ties(seed):
+    y, preds, _ = _random(n=400, seed=seed, ties=True)
+    cm = M.confusion_matrix(y, preds, C)
+    cells = [(int(cm[t, p]), t, p) for t in range(C) for p in range(C) if t != p]
+    cells.sort(key=lambda cell: -cell[0])  # stable: equal counts stay in row-major order
+    # diagonal cells sort to the end of the flattened matrix as 0s; so do zero off-diagonals
+    expected = [(t, p, n) for n, t, p in cells[:4]]
+    assert M.top_confusions(cm, k=4) == expected
+    tied = torch.tensor([[9, 2, 2], [2, 9, 0], [1, 0, 9]])
+    assert M.top_confusions(tied, k=3) == [(0, 1, 2), (0, 2, 2), (1, 0, 2)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_report_matches_sklearn(seed):
+    y, _, probs = _random(n=500, seed=seed)
+    y_true, y_pred = (y == 1), probs[:, 1] >= 0.3  # bool targets and decisions
+    report = M.binary_report(y_true, y_pred)
+    t, p = y_true.numpy(), y_pred.numpy()
+    (_, fp), (_, tp) = skm.confusion_matrix(t, p)
+    assert report == pytest.approx(
+        {
+            "accuracy": skm.accuracy_score(t, p),
+            "precision": skm.precision_score(t, p),
+            "recall": skm.recall_score(t, p),
+            "F1": skm.f1_score(t, p),
+            "found": tp,
+            "false alarms": fp,
+        },
+        abs=1e-12,
+    )
+    never = M.binary_report(y_true, torch.zeros_like(y_true))  # "always no": zero division -> 0
+    assert (never["precision"], never["recall"], never["found"]) == (0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.99, 1.0])
+def test_threshold_for_recall_is_the_highest_score_reaching_the_target(ties, target):
+    y, _, probs = _random(n=300, seed=5, ties=ties)
+    y_true, scores = y == 2, probs[:, 2]
+
+    def recall(t):
+        return float(((scores >= t) & y_true).sum() / y_true.sum())
+
+    expected = max(float(t) for t in scores.unique() if recall(t) >= target)
+    threshold = M.threshold_for_recall(y_true, scores, target)
+    assert threshold == expected and recall(threshold) >= target
+
+
+def test_noisy_draws_the_same_noise_at_every_sigma_and_stays_in_range():
+    X = torch.rand(4, 1, 28, 28)
+    reference = torch.randn(X.shape, generator=torch.Generator().manual_seed(3))
+    for sigma in (0.0, 0.2, 0.5):
+        out = M.noisy(X, sigma, seed=3)
+        assert torch.equal(out, (X + sigma * reference).clamp(0, 1))
+        assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(M.noisy(X, 0.0), X)
+    assert not torch.equal(M.noisy(X, 0.3, seed=0), M.noisy(X, 0.3, seed=1))
+
+
+def test_rotated_turns_images_counter_clockwise_with_a_black_fill():
+    X = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(M.rotated(X, 0), X, atol=1e-3)  # resampled on a grid: not exact
+    assert torch.allclose(M.rotated(X, 90), torch.rot90(X, 1, dims=(2, 3)), atol=1e-3)
+    for angle in (5, 30):  # torchvision's bilinear rotation with a scalar fill, unchanged
+        reference = TF.rotate(X, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=0.0)
+        assert torch.equal(M.rotated(X, angle), reference)
+    ones = M.rotated(torch.ones(1, 1, 28, 28), 45)
+    assert ones[0, 0, 0, 0] == 0 and ones[0, 0, 14, 14] == pytest.approx(1)  # corners: fill
+    quarter = torch.zeros(1, 1, 28, 28)
+    quarter[..., :14, :14] = 1  # top-left quarter: the top-left of a standard image
+    assert M.rotated(quarter, 90)[..., 14:, :14].sum() == pytest.approx(14 * 14)  # to bottom-left
+
+
+def test_robustness_curve_is_the_accuracy_on_each_standardized_corrupted_copy():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, C))
+    X, y = torch.rand(64, 1, 28, 28), torch.randint(C, (64,))
+
+    def darker(X, level):
+        return X * (1 - level)
+
+    levels = (0.0, 0.5, 1.0)
+    curve = M.robustness_curve(model, X, y, darker, levels, batch_size=16)
+    with torch.no_grad():
+        expected = [
+            (model((darker(X, v) - dl.MNIST_MEAN) / dl.MNIST_STD).argmax(1) == y).double().mean()
+            for v in levels
+        ]
+    assert curve == pytest.approx([float(e) for e in expected], abs=1e-12)
+    assert len({*curve}) > 1  # the corruption changes the predictions
+
+
 @pytest.mark.parametrize(
     "call,match",
     [
@@ -299,6 +401,10 @@ def test_mcnemar_exact_by_hand_and_against_scipy():
         (lambda: M.roc_auc(torch.tensor([0, 2]), torch.tensor([0.1, 0.2])), "0/1"),
         (lambda: M.top_k_accuracy(torch.tensor([0]), torch.tensor([0.1, 0.9]), k=1), "shape"),
         (lambda: M.bootstrap_ci(torch.tensor([0]), torch.tensor([0]), confidence=95), "confidence"),
+        (
+            lambda: M.threshold_for_recall(torch.tensor([0, 1]), torch.tensor([0.1, 0.9]), 0),
+            "target_recall",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(call, match):

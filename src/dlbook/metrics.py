@@ -16,13 +16,17 @@ Conventions (they match scikit-learn's unless a docstring says otherwise):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+import torchvision.transforms.functional as TF
+from torch import Tensor, nn
+
+from .data import MNIST_MEAN, MNIST_STD
+from .models import predict
 
 AVERAGES = (None, "macro", "micro", "weighted")
 NUM_BINS = 15  # reliability-diagram bins, as in Guo et al. (2017)
@@ -96,6 +100,18 @@ def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int | None = N
     return torch.bincount(y_true * C + y_pred, minlength=C * C).reshape(C, C)
 
 
+def top_confusions(cm: Tensor, k: int = 5) -> list[tuple[int, int, int]]:
+    """The k largest off-diagonal entries of a (C, C) confusion matrix as (true, predicted, count).
+
+    Largest first; ties keep row-major order (the smaller true class, then predicted class, first).
+    """
+    C = cm.shape[0]
+    off = cm.clone()
+    off.fill_diagonal_(0)  # only the mistakes
+    counts, flat = torch.sort(off.flatten(), descending=True, stable=True)  # (C * C,)
+    return [(int(i) // C, int(i) % C, int(n)) for i, n in zip(flat[:k], counts[:k])]
+
+
 def accuracy(y_true: Tensor, y_pred: Tensor) -> float:
     """Fraction of samples whose prediction equals the label."""
     y_true, y_pred = _pair(y_true, y_pred)
@@ -162,7 +178,9 @@ def precision_recall_f1(
     if average is None:
         return PRF(precision, recall, f1, support)
     weights = support if average == "weighted" else None
-    return PRF(*(_average(v, weights) for v in (precision, recall, f1)), support)
+    return PRF(
+        _average(precision, weights), _average(recall, weights), _average(f1, weights), support
+    )
 
 
 def top_k_accuracy(y_true: Tensor, scores: Tensor, k: int = 1) -> float:
@@ -288,6 +306,39 @@ def precision_recall_curve(y_true: Tensor, scores: Tensor) -> tuple[Tensor, Tens
         torch.cat([recall.flip(0), zero]),
         thresholds.flip(0),
     )
+
+
+def threshold_for_recall(y_true: Tensor, scores: Tensor, target_recall: float) -> float:
+    """The highest threshold t whose decision `scores >= t` reaches a recall of `target_recall`.
+
+    Needs at least one positive sample; t is one of the scores (the lowest one reaches recall 1).
+    """
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be in (0, 1]; got {target_recall}")
+    _, recall, thresholds = precision_recall_curve(y_true, scores)  # recall[:-1] per threshold
+    return thresholds[recall[:-1] >= target_recall].max().item()
+
+
+def binary_report(y_true: Tensor, y_pred: Tensor) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of the positive class, and the hits and false alarms.
+
+    y_true and y_pred (N,) are 0/1 or bool; "found" counts true positives, "false alarms" false
+    positives.
+    """
+    y_true, y_pred = y_true.long(), y_pred.long()
+    cm = confusion_matrix(y_true, y_pred, num_classes=2)  # (2, 2)
+    prf = precision_recall_f1(y_true, y_pred, num_classes=2)  # (2,) per class; 1 is positive
+    precision, recall, f1 = (
+        torch.as_tensor(v)[1].item() for v in (prf.precision, prf.recall, prf.f1)
+    )
+    return {
+        "accuracy": accuracy(y_true, y_pred),
+        "precision": precision,
+        "recall": recall,
+        "F1": f1,
+        "found": int(cm[1, 1]),
+        "false alarms": int(cm[0, 1]),
+    }
 
 
 def average_precision(y_true: Tensor, scores: Tensor) -> float:
@@ -428,6 +479,14 @@ class BootstrapCI:
     low: float
     high: float
     samples: Tensor  # (num_bootstrap,) the metric on each resample
+    confidence: float = 0.95  # the interval's coverage
+
+    def __format__(self, spec: str) -> str:
+        """`f"{ci:.4f}"` -> "0.9812, 95% bootstrap interval [0.9785, 0.9838]"."""
+        return (
+            f"{self.estimate:{spec}}, {self.confidence:.0%} bootstrap interval "
+            f"[{self.low:{spec}}, {self.high:{spec}}]"
+        )
 
 
 def bootstrap_ci(
@@ -459,7 +518,7 @@ def bootstrap_ci(
         samples[b] = metric(y_true[idx], y_pred[idx])
     alpha = (1 - confidence) / 2
     low, high = torch.quantile(samples, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    return BootstrapCI(metric(y_true, y_pred), low.item(), high.item(), samples)
+    return BootstrapCI(metric(y_true, y_pred), low.item(), high.item(), samples, confidence)
 
 
 @dataclass(frozen=True)
@@ -492,3 +551,48 @@ def mcnemar_test(
         return McNemarResult(a, b, float(min(Fraction(1), 2 * tail)))
     statistic = max(abs(a - b) - 1, 0) ** 2 / n
     return McNemarResult(a, b, math.erfc(math.sqrt(statistic / 2)))
+
+
+# Robustness: accuracy on corrupted copies of the test images.
+
+
+def noisy(X: Tensor, sigma: float, seed: int = 0) -> Tensor:
+    """Pixels in [0, 1] plus Gaussian noise of standard deviation sigma, clipped to [0, 1].
+
+    The noise is drawn from a CPU generator seeded with `seed`: the same draw at every sigma,
+    so a curve over sigma changes only the noise's strength.
+    """
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(X.shape, generator=g).to(X.device)  # same shape as X
+    return (X + sigma * noise).clamp(0, 1)
+
+
+def rotated(X: Tensor, angle: float) -> Tensor:
+    """Images (N, 1, H, W) of pixels in [0, 1] rotated by `angle` degrees counter-clockwise.
+
+    Bilinear interpolation; the corners that come into view are black (0), like the background.
+    """
+    bilinear = TF.InterpolationMode.BILINEAR
+    return TF.rotate(X, angle, interpolation=bilinear, fill=[0.0])  # (N, 1, H, W)
+
+
+def robustness_curve(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    corrupt: Callable[[Tensor, float], Tensor],
+    levels: Sequence[float],
+    batch_size: int = 1024,
+) -> list[float]:
+    """Accuracy of `model` on `corrupt(X, level)` for each level.
+
+    X (N, 1, 28, 28) holds pixels in [0, 1]; each corrupted copy is standardized with
+    MNIST_MEAN and MNIST_STD and moved to the model's device before the forward pass.
+    """
+    device = next(model.parameters()).device
+    return [
+        accuracy(
+            y, predict(model, ((corrupt(X, level) - MNIST_MEAN) / MNIST_STD).to(device), batch_size)
+        )
+        for level in levels
+    ]
