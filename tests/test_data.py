@@ -1,8 +1,12 @@
 import gzip
 import shutil
+import socket
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from torchvision import datasets
 
 import dlbook as dl
 from conftest import ARCHIVES
@@ -78,16 +82,81 @@ def test_corrupted_file_in_the_data_folder_is_named(tmp_path, monkeypatch, mnist
     assert not (raw / "train-labels-idx1-ubyte").exists()  # nothing half-extracted
 
 
-def test_truncated_extracted_file_gets_a_clear_error(tmp_path, mnist_archives):
+def _seeded(tmp_path, mnist_archives, skip: tuple[str, ...] = ()):
+    """A data root whose raw/ holds the official archives (but `skip`), extracted."""
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ARCHIVES:
-        shutil.copyfile(mnist_archives / name, raw / name)
+        if name not in skip:
+            shutil.copyfile(mnist_archives / name, raw / name)
+    return raw
+
+
+def test_damaged_extracted_files_are_extracted_again(tmp_path, mnist_archives, mnist):
+    raw = _seeded(tmp_path, mnist_archives)
     dl.ensure_mnist(tmp_path)
     with open(raw / "t10k-images-idx3-ubyte", "r+b") as f:
+        f.truncate(5000)  # a truncated file
+    labels = raw / "train-labels-idx1-ubyte"
+    scrambled = bytearray(labels.read_bytes())
+    scrambled[8:] = bytes(reversed(range(256))) * ((len(scrambled) - 8) // 256) + bytes(
+        (len(scrambled) - 8) % 256
+    )  # a valid header, labels out of range
+    labels.write_bytes(bytes(scrambled))
+    fresh = dl.load_mnist("cpu", root=tmp_path)  # both come back from the verified archives
+    assert torch.equal(fresh.y_train, mnist.y_train) and torch.equal(fresh.X_test, mnist.X_test)
+
+
+def test_damaged_extracted_file_without_its_archive_is_named(tmp_path, mnist_archives):
+    raw = _seeded(tmp_path, mnist_archives)
+    dl.ensure_mnist(tmp_path)
+    (raw / "t10k-labels-idx1-ubyte.gz").unlink()
+    with open(raw / "t10k-labels-idx1-ubyte", "r+b") as f:
         f.truncate(5000)
-    with pytest.raises(DataError, match="could not read MNIST.*Delete the extracted"):
+    with pytest.raises(DataError, match="corrupted MNIST file: .*t10k-labels-idx1-ubyte .*Delete"):
         dl.load_mnist("cpu", root=tmp_path)
+
+
+def test_a_data_folder_that_cannot_be_written_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("DLBOOK_MNIST_MIRROR", raising=False)
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("a file where the data folder should be")
+    with pytest.raises(DataError, match="cannot write MNIST under .*DLBOOK_DATA_DIR"):
+        dl.ensure_mnist(not_a_folder)
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)  # a read-only folder (tests may run as root)
+    with pytest.raises(DataError, match="cannot write MNIST .*Permission denied.*writable"):
+        dl.ensure_mnist(tmp_path / "readonly")
+
+
+def test_a_stalled_network_gives_up_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.delenv("DLBOOK_MNIST_MIRROR", raising=False)
+    with socket.socket() as server:  # accepts connections and never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        monkeypatch.setattr(
+            datasets.MNIST, "mirrors", [f"http://127.0.0.1:{server.getsockname()[1]}/"]
+        )
+        tic = time.perf_counter()
+        with pytest.raises(DataError, match="stalled: no answer from the network for 0.5 s"):
+            dl.ensure_mnist(tmp_path, timeout=0.5)
+    assert time.perf_counter() - tic < 30
+    assert socket.getdefaulttimeout() is None  # the process-wide default is restored
+
+
+def test_a_mirror_missing_a_file_is_named(tmp_path, monkeypatch, mnist_archives):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in ARCHIVES[:3]:
+        shutil.copyfile(mnist_archives / name, mirror / name)
+    monkeypatch.setenv("DLBOOK_MNIST_MIRROR", str(mirror))
+    with pytest.raises(DataError) as err:
+        dl.ensure_mnist(tmp_path / "data")
+    assert f"DLBOOK_MNIST_MIRROR={mirror} lacks {ARCHIVES[3]}" in str(err.value)
+    assert "set DLBOOK_MNIST_MIRROR=<folder" not in str(err.value)  # it is set already
 
 
 def test_no_data_and_no_network_names_both_fixes(tmp_path, monkeypatch):

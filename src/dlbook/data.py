@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,14 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the 60k training
 NUM_VAL = 5_000  # the last 5,000 training images are the fixed validation split
 SMOKE_SIZES = (2_000, 1_000)  # a smoke run's training images, and validation and test images
 MIRROR_ENV = "DLBOOK_MNIST_MIRROR"
+DOWNLOAD_TIMEOUT = 60.0  # seconds a download may wait for the network before giving up
+# MD5 of the four official files once decompressed: extracted files are checked before each use.
+EXTRACTED_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
 
 
 class DataError(RuntimeError):
@@ -72,39 +82,94 @@ def _check_archives(raw: Path) -> None:
 
 
 def _extract(raw: Path) -> None:
-    """Decompress each archive whose idx file is missing, through a temporary file."""
+    """Decompress each verified archive whose idx file is missing or not the official one.
+
+    Goes through a temporary file, so a crash never leaves a half-written idx file.
+    """
     for name in mnist_files():
         archive, target = raw / name, raw / name.removesuffix(".gz")
-        if archive.exists() and not target.exists():
-            part = target.with_name(target.name + ".part")
-            with gzip.open(archive, "rb") as src, open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(part, target)
+        if target.exists() and file_digest(target, "md5") == EXTRACTED_MD5[target.name]:
+            continue
+        if not archive.exists():
+            if target.exists():
+                raise DataError(
+                    f"corrupted MNIST file: {target} (not the official content) and no archive "
+                    f"{archive.name} beside it to extract again. Delete {target} and run again."
+                )
+            continue
+        part = target.with_name(target.name + ".part")
+        with gzip.open(archive, "rb") as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(part, target)
 
 
-def ensure_mnist(root: Path | None = None) -> Path:
-    """Make sure MNIST is extracted under `root` (default: data_dir()); return the root.
+@contextlib.contextmanager
+def _writable(root: Path) -> Iterator[None]:
+    """Turn a data folder that cannot be written (read-only, a file) into a DataError."""
+    try:
+        yield
+    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as err:
+        raise DataError(
+            f"cannot write MNIST under {root} ({err.strerror or err}: {err.filename}). Make the "
+            "folder writable, or set DLBOOK_DATA_DIR to a writable folder, and run again."
+        ) from None
 
-    Order: files already in `<root>/MNIST/raw`, then $DLBOOK_MNIST_MIRROR, then the internet.
-    """
-    root = Path(root) if root is not None else data_dir()
-    raw = root / "MNIST" / "raw"
-    if os.environ.get(MIRROR_ENV):
-        _copy_from_mirror(Path(os.environ[MIRROR_ENV]).expanduser(), raw)
-    _check_archives(raw)
-    _extract(raw)
-    if all((raw / name.removesuffix(".gz")).exists() for name in mnist_files()):
-        return root
-    try:  # some archives are missing: torchvision downloads, verifies and extracts them
-        datasets.MNIST(root, train=True, download=True)
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """A default timeout for sockets opened inside (torchvision's downloads set none)."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def _download(root: Path, raw: Path, timeout: float) -> None:
+    """Let torchvision download, verify and extract the missing archives, or raise a DataError."""
+    mirror = os.environ.get(MIRROR_ENV)
+    missing = [name for name in mnist_files() if not (raw / name).exists()]
+    fix = (
+        f"{MIRROR_ENV}={mirror} lacks {', '.join(missing)}: copy the official files there"
+        if mirror
+        else f"set {MIRROR_ENV}=<folder holding the four official .gz files>"
+    )
+    try:
+        with _socket_timeout(timeout):
+            datasets.MNIST(root, train=True, download=True)
+    except TimeoutError:
+        raise DataError(
+            f"downloading MNIST stalled: no answer from the network for {timeout:g} s. Check "
+            f"the connection or proxy, or {fix} (or copy them into {raw}) and run again."
+        ) from None
     except RuntimeError as err:
         if not str(err).startswith("Error downloading"):
             raise DataError(f"could not prepare MNIST in {raw} ({err})") from None
         raise DataError(
             f"MNIST is not in {raw} and could not be downloaded ({err.args[0].splitlines()[0]} "
-            f"from any mirror). Either connect to the internet, or set {MIRROR_ENV}=<folder "
-            f"holding the four official .gz files> (or copy them into {raw}) and run again."
+            f"from any mirror). Either connect to the internet, or {fix} (or copy them into "
+            f"{raw}) and run again."
         ) from None
+
+
+def ensure_mnist(root: Path | None = None, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
+    """Make sure MNIST is extracted under `root` (default: data_dir()) and verified; return root.
+
+    Order: files already in `<root>/MNIST/raw`, then $DLBOOK_MNIST_MIRROR, then the internet
+    (giving up after `timeout` seconds without an answer).
+    """
+    root = Path(root) if root is not None else data_dir()
+    raw = root / "MNIST" / "raw"
+    with _writable(root):
+        raw.mkdir(parents=True, exist_ok=True)
+        if os.environ.get(MIRROR_ENV):
+            _copy_from_mirror(Path(os.environ[MIRROR_ENV]).expanduser(), raw)
+        _check_archives(raw)
+        _extract(raw)
+        if not all((raw / name.removesuffix(".gz")).exists() for name in mnist_files()):
+            _download(root, raw, timeout)  # torchvision verifies the archives' MD5
+            _extract(raw)  # check what torchvision extracted, re-extract if needed
     return root
 
 
@@ -164,6 +229,11 @@ def _read_split(root: Path, train: bool) -> tuple[Tensor, Tensor]:
             f"could not read MNIST under {root / 'MNIST' / 'raw'} ({err}). Delete the "
             "extracted *-ubyte files there and run again to re-extract them."
         ) from None
+    if ds.data.shape[1:] != (28, 28) or not bool(((ds.targets >= 0) & (ds.targets <= 9)).all()):
+        raise DataError(
+            f"MNIST under {root / 'MNIST' / 'raw'} is not 28x28 digits 0-9: delete "
+            "the extracted *-ubyte files there and run again to re-extract them."
+        )
     return ds.data, ds.targets
 
 
