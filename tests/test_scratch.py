@@ -107,27 +107,17 @@ def test_bad_inputs_raise_value_errors_that_say_what_to_do():
 # --- optimizers -------------------------------------------------------------------------------
 
 
+def _small_mlp() -> torch.nn.Module:
+    """A 20-16-5 MLP in float64 (two nn.Linear layers), weights from S.init_mlp."""
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
+    return S.load_into_module(S.init_mlp(20, 16, 5, seed=7, dtype=F64), model.double())
+
+
 def _trajectories(make_torch, make_scratch, steps: int = 100):
     """Parameters after every step of a torch.optim and a scratch optimizer on the same MLP loss."""
-    params = S.init_mlp(20, 16, 5, seed=7, dtype=F64)
     X, y = _batch(64, 20, 5, 7)
-    ref = [params[k].clone().requires_grad_() for k in S.PARAM_NAMES]
-    mine = [params[k].clone() for k in S.PARAM_NAMES]
-    torch_opt, scratch_opt = make_torch(ref), make_scratch(mine)
-    out_ref, out_mine = [], []
-    for _ in range(steps):
-        torch_opt.zero_grad()
-        _autograd_loss(ref, X, y).backward()
-        torch_opt.step()
-        leaves = [p.clone().requires_grad_() for p in mine]
-        scratch_opt.step(torch.autograd.grad(_autograd_loss(leaves, X, y), leaves))
-        out_ref.append(torch.cat([p.detach().flatten() for p in ref]))
-        out_mine.append(torch.cat([p.flatten() for p in mine]))
-    return torch.stack(out_ref), torch.stack(out_mine)  # (steps, num_parameters) each
-
-
-def _autograd_loss(p, X, y):
-    return F.cross_entropy(torch.relu(X @ p[0] + p[1]) @ p[2] + p[3], y)
+    pairs = list(S.trajectories(make_torch, make_scratch, _small_mlp(), X, y, steps))
+    return torch.stack([r for r, _ in pairs]), torch.stack([m for _, m in pairs])  # (steps, P)
 
 
 CASES = {
@@ -170,6 +160,23 @@ def test_adam_without_bias_correction_does_not_match():
         torch.testing.assert_close(mine, ref)
 
 
+def test_compare_trajectories_summarizes_the_trajectories():
+    X, y = _batch(64, 20, 5, 7)
+    for name, (make_torch, make_scratch) in CASES.items():
+        ref, mine = _trajectories(make_torch, make_scratch, steps=10)
+        diff, matches = S.compare_trajectories(make_torch, make_scratch, _small_mlp(), X, y, 10)
+        assert diff == (ref - mine).abs().max().item() and matches, name
+    diff, matches = S.compare_trajectories(
+        lambda p: torch.optim.Adam(p, lr=0.01),
+        lambda p: S.Adam(p, lr=0.01, bias_correction=False),
+        _small_mlp(),
+        X,
+        y,
+        5,
+    )
+    assert diff > 1e-3 and not matches
+
+
 def test_adams_first_step_moves_every_coordinate_by_lr():
     p = torch.tensor([1.0, -2.0, 3.0], dtype=F64)
     g = torch.tensor([0.5, -3.0, 1e-3], dtype=F64)
@@ -207,6 +214,35 @@ def test_test_function_gradients_equal_autograd(f, grad):
     P = torch.randn(7, 2, dtype=F64, generator=torch.Generator().manual_seed(0)).requires_grad_()
     f(P).sum().backward()
     torch.testing.assert_close(grad(P.detach()), P.grad)
+
+
+def test_best_path_keeps_the_lowest_finite_end_of_the_grid():
+    lrs = [0.001, 0.035, 0.02, 0.5]  # 0.5 > 2 / 50: gradient descent diverges on the quadratic
+    finals = {
+        lr: S.quadratic(
+            S.optimize_path(S.quadratic_grad, (2.0, 1.0), lambda p, lr=lr: S.SGD(p, lr), 300)[-1]
+        )
+        for lr in lrs
+    }
+    assert not torch.isfinite(finals[0.5])
+    best = S.best_path(S.quadratic, S.quadratic_grad, (2.0, 1.0), 300, "sgd", lrs)
+    assert best.lr == min(lrs[:3], key=lambda lr: finals[lr].item()) == 0.035
+    assert best.value == finals[0.035].item() and best.path.shape == (301, 2)
+    momentum = S.best_path(
+        S.quadratic, S.quadratic_grad, (2.0, 1.0), 50, "momentum", lrs, momentum=0.5
+    )
+    assert momentum.value < S.quadratic(torch.tensor([2.0, 1.0], dtype=F64)).item()
+    with pytest.raises(FloatingPointError, match="every learning rate"):
+        S.best_path(S.quadratic, S.quadratic_grad, (2.0, 1.0), 300, "sgd", [0.5, 1.0])
+
+
+def test_steps_to_finds_the_first_window_below_the_level():
+    losses = [2.0] * 10 + [0.0] * 10
+    # reference: the moving mean after step i (1-based) of the last 4 losses
+    means = {i: sum(losses[i - 4 : i]) / 4 for i in range(4, len(losses) + 1)}
+    assert S.steps_to(losses, 1.0, window=4) == min(i for i, m in means.items() if m < 1.0) == 13
+    assert S.steps_to(losses, 0.0, window=4) is None  # never strictly below
+    assert S.steps_to([0.1, 0.1], 0.3, window=3) is None  # fewer losses than one window
 
 
 # --- training ----------------------------------------------------------------------------------

@@ -2,17 +2,20 @@
 
 Row convention throughout: a batch X is (B, features) and a linear layer is Z = X @ W + b with
 W of shape (in, out), so the weight gradient of a batch is X.T @ delta. Nothing here calls
-autograd; the tests and the math chapter check every function against autograd and torch.optim.
+autograd, except the reference side of `compare_trajectories`; the tests and the math chapter
+check every function against autograd and torch.optim.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .data import MNISTSplits, iterate_batches
@@ -157,6 +160,7 @@ def mlp_backward(params: Params, cache: dict[str, Tensor], logits: Tensor, y: Te
     """Gradients of the mean cross-entropy for W1, b1, W2, b2: the chain rule, no autograd."""
     delta2 = cross_entropy_grad(logits, y)  # (B, 10) = dL/dZ2
     dA1, dW2, db2 = linear_backward(cache["A1"], params["W2"], delta2)  # (B, 128), (128, 10), (10,)
+    assert dA1 is not None  # need_dX defaults to True
     delta1 = dA1 * relu_grad(cache["Z1"])  # (B, 128) = dL/dZ1
     _, dW1, db1 = linear_backward(cache["X"], params["W1"], delta1, need_dX=False)  # (784, 128)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
@@ -301,14 +305,10 @@ class AdamW(Adam):
     """Adam with decoupled weight decay: p <- p (1 - lr wd), then Adam's step on g alone."""
 
     def __init__(
-        self,
-        params: Sequence[Tensor],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
+        self, params: Sequence[Tensor], lr: float = 1e-3, weight_decay: float = 1e-2, **adam: Any
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay)
+        """Adam's arguments (betas, eps); the decay defaults to 0.01, as in torch.optim.AdamW."""
+        super().__init__(params, lr, weight_decay=weight_decay, **adam)
 
     def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor]) -> None:
         p.mul_(1 - self.lr * self.weight_decay)  # decay the weights directly, outside m and v
@@ -329,6 +329,59 @@ def make_optimizer(name: str, params: Sequence[Tensor], lr: float, **kwargs) -> 
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](params, lr=lr, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking an optimizer step by step against torch.optim
+# ---------------------------------------------------------------------------------------------
+
+
+def trajectories(
+    make_torch: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+    make_scratch: Callable[[list[Tensor]], Optimizer],
+    model: torch.nn.Module,
+    X: Tensor,
+    y: Tensor,
+    num_steps: int,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Both runs' flattened parameters (P,) after each step, from the model's weights.
+
+    The reference trains `model` (two nn.Linear layers, e.g. a dl.MLP) with a torch.optim
+    optimizer and autograd's gradients of F.cross_entropy; the other copies its weights and
+    trains them with a scratch optimizer and the manual gradients (`loss_and_grads`).
+    """
+    mine = params_from_module(model)
+    torch_opt, scratch_opt = make_torch(model.parameters()), make_scratch(list(mine.values()))
+    for _ in range(num_steps):
+        torch_opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()  # autograd's gradients
+        torch_opt.step()
+        _, grads = loss_and_grads(mine, X, y)  # the manual ones
+        scratch_opt.step([grads[k] for k in PARAM_NAMES])
+        ref = torch.cat([p.flatten() for p in params_from_module(model).values()])  # (P,)
+        yield ref, torch.cat([p.flatten() for p in mine.values()])  # (P,), (P,)
+
+
+def compare_trajectories(
+    make_torch: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+    make_scratch: Callable[[list[Tensor]], Optimizer],
+    model: torch.nn.Module,
+    X: Tensor,
+    y: Tensor,
+    num_steps: int,
+) -> tuple[float, bool]:
+    """Largest parameter difference over `num_steps` steps, and whether assert_close held at each.
+
+    See `trajectories`; `model` is trained in place by the reference optimizer.
+    """
+    max_diff, matches = 0.0, True
+    for ref, now in trajectories(make_torch, make_scratch, model, X, y, num_steps):
+        max_diff = max(max_diff, (ref - now).abs().max().item())
+        try:
+            torch.testing.assert_close(now, ref)
+        except AssertionError:
+            matches = False
+    return max_diff, matches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +417,7 @@ def evaluate(params: Params, X: Tensor, y: Tensor, batch_size: int = 1024) -> tu
         logits, _ = mlp_forward(params, X[start : start + batch_size])  # (b, 10)
         yb = y[start : start + batch_size]
         loss_sum += cross_entropy(logits, yb).item() * len(yb)
-        correct += (logits.argmax(1) == yb).sum().item()
+        correct += int((logits.argmax(1) == yb).sum())
     return loss_sum / len(X), correct / len(X)
 
 
@@ -390,6 +443,14 @@ def fit(
         history.append(sum(losses) / len(losses), val_loss, val_acc, seconds)
         step_losses += losses
     return ScratchRun(params, history, step_losses)
+
+
+def steps_to(losses: Sequence[float], level: float, window: int = 50) -> int | None:
+    """First step at which the mean of the last `window` losses is below `level` (None: never)."""
+    for i in range(window, len(losses) + 1):
+        if sum(losses[i - window : i]) / window < level:
+            return i
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,3 +493,39 @@ def optimize_path(
         optimizer.step([grad_fn(P)])
         path.append(P.clone())
     return torch.stack(path)
+
+
+class BestPath(NamedTuple):
+    """The learning rate of a grid whose path ends lowest, that path and its final value."""
+
+    value: float  # f at the last point
+    lr: float
+    path: Tensor  # (num_steps + 1, 2)
+
+
+def best_path(
+    f: Callable[[Tensor], Tensor],
+    grad_fn: Callable[[Tensor], Tensor],
+    start: Sequence[float],
+    num_steps: int,
+    kind: str,
+    lrs: Iterable[float],
+    **kwargs: Any,
+) -> BestPath:
+    """Run optimizer `kind` (see OPTIMIZERS) from `start` at each lr; keep the lowest final f.
+
+    Diverged runs (a final value that is not finite) are skipped; ties go to the earlier lr.
+    """
+    best: BestPath | None = None
+    for lr in lrs:
+
+        def make(params: list[Tensor], lr: float = lr) -> Optimizer:
+            return make_optimizer(kind, params, lr=lr, **kwargs)
+
+        path = optimize_path(grad_fn, start, make, num_steps)
+        value = f(path[-1]).item()
+        if math.isfinite(value) and (best is None or value < best.value):
+            best = BestPath(value, lr, path)
+    if best is None:
+        raise FloatingPointError(f"{kind} diverged at every learning rate of the grid")
+    return best
