@@ -120,3 +120,18 @@ def test_plot_log_bars():
     assert ax.get_xscale() == "log" and len(ax.patches) == 2
     assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]  # first item on top
     plt.close(ax.figure)
+
+
+@pytest.mark.parametrize("key", sorted(KNOWN_PARAMS))
+def test_parameter_breakdown_adds_up_and_matches_the_block_formulas(key):
+    spec = sizing.SPECS[key]
+    breakdown = sizing.parameter_breakdown(sizing.build_transformer(spec))
+    L, d = spec.num_layers, spec.d_model
+    assert breakdown.sum() == KNOWN_PARAMS[key]
+    assert breakdown["blocks: attention"] == L * (4 * d * d + 4 * d)  # Q, K, V, output
+    assert breakdown["blocks: MLP"] == L * (8 * d * d + 5 * d)  # d -> 4d -> d
+    assert breakdown["blocks: LayerNorms"] == L * 4 * d
+    assert breakdown["position embedding"] == spec.context * d
+    assert list(breakdown) == sorted(breakdown, reverse=True)  # largest first
+    token = "token embedding" + (" (tied output layer)" if spec.causal else "")
+    assert breakdown[token] == spec.vocab_size * d

@@ -111,6 +111,33 @@ def build_transformer(spec: TransformerSpec, device: str | torch.device = "meta"
         return GPT2(spec) if spec.causal else BERT(spec)
 
 
+# The top-level modules of GPT2 and BERT, named as a reader would call them.
+PARTS = {
+    "wte": "token embedding (tied output layer)",
+    "wpe": "position embedding",
+    "ln_f": "final LayerNorm",
+    "word": "token embedding",
+    "position": "position embedding",
+    "token_type": "segment embedding",
+    "ln": "embedding LayerNorm",
+    "pooler": "pooler",
+}
+
+
+def parameter_part(name: str) -> str:
+    """A parameter's name in a GPT2 or BERT -> the part of the model it belongs to."""
+    if name.startswith("blocks."):
+        kind = "attention" if ".attn." in name else "MLP" if ".mlp." in name else "LayerNorms"
+        return "blocks: " + kind
+    return PARTS[name.split(".")[0]]
+
+
+def parameter_breakdown(model: nn.Module) -> pd.Series:
+    """Parameters per part of a GPT2 or BERT (see `parameter_part`), largest first."""
+    counts = pd.Series({name: p.numel() for name, p in model.named_parameters()})
+    return counts.groupby(parameter_part).sum().sort_values(ascending=False, kind="stable")
+
+
 def closed_form_params(spec: TransformerSpec) -> int:
     """The usual estimate N ≈ 12·L·d² + V·d (blocks plus token embedding; no biases or norms)."""
     return 12 * spec.num_layers * spec.d_model**2 + spec.vocab_size * spec.d_model
