@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dlbook import preprocess as pp
@@ -42,6 +43,18 @@ def test_large_png_round_trip_matches_small():
 def test_normalization_constants():
     X = pp.normalize_pixels(np.zeros((28, 28)))
     assert X.shape == (1, 1, 28, 28) and X[0, 0, 0, 0].item() == pytest.approx(-0.1307 / 0.3081)
+
+
+def test_normalization_with_a_cards_constants():
+    pixels = np.random.default_rng(0).random((3, 28, 28)).astype(np.float32)
+    X = pp.normalize_pixels(pixels, mean=0.5, std=0.25)
+    assert X.shape == (3, 1, 28, 28)
+    assert torch.equal(X[:, 0], (torch.from_numpy(pixels) - 0.5) / 0.25)
+    png = pp.digit_to_png(_digit())
+    assert torch.equal(
+        pp.image_to_input(png, mean=0.5, std=0.25),
+        pp.normalize_pixels(pp.to_mnist_format(pp.decode_image(png)), 0.5, 0.25),
+    )
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,7 @@ def _center_of_mass_shift(canvas: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def check_array(values, name: str = "pixels") -> np.ndarray:
+def check_array(values: object, name: str = "pixels") -> np.ndarray:
     """A JSON 28x28 list of numbers in [0, 1] (white ink on black) -> (28, 28) float32."""
     try:
         array = np.asarray(values, dtype=np.float64)
@@ -96,7 +96,7 @@ def check_array(values, name: str = "pixels") -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _shape(values) -> str:
+def _shape(values: object) -> str:
     """A readable shape of nested lists, for error messages."""
     dims = []
     while isinstance(values, list):
@@ -105,15 +105,18 @@ def _shape(values) -> str:
     return "x".join(dims) or "a scalar"
 
 
-def normalize_pixels(pixels: np.ndarray) -> Tensor:
-    """(N, 28, 28) or (28, 28) pixels in [0, 1] -> (N, 1, 28, 28) standardized tensor."""
+def normalize_pixels(
+    pixels: np.ndarray, mean: float = MNIST_MEAN, std: float = MNIST_STD
+) -> Tensor:
+    """(N, 28, 28) or (28, 28) pixels in [0, 1] -> (N, 1, 28, 28), standardized with mean/std
+    (a model card's `input.normalization`; MNIST's by default)."""
     X = torch.as_tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28)
-    return (X - MNIST_MEAN) / MNIST_STD
+    return (X - mean) / std
 
 
-def image_to_input(data: bytes) -> Tensor:
+def image_to_input(data: bytes, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Tensor:
     """PNG/JPEG bytes of one digit, any size or polarity -> (1, 1, 28, 28) model input."""
-    return normalize_pixels(to_mnist_format(decode_image(data)))
+    return normalize_pixels(to_mnist_format(decode_image(data)), mean, std)
 
 
 def digit_to_png(pixels: np.ndarray, size: int = 28, dark_on_light: bool = False) -> bytes:
