@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -18,16 +18,11 @@ import torch
 from PIL import Image
 
 import dlbook as dl
+from dlbook import serve
 from dlbook.package import load_package, model_card, save_package
 from dlbook.preprocess import digit_to_png, image_to_input
 
 UPLOAD_LIMIT = 2_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,45 +40,14 @@ def package(tmp_path_factory, mnist):
 
 @pytest.fixture(scope="module")
 def server(package):
-    """Start the service as a user would and wait until /health answers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dlbook.serve",
-            "--model",
-            str(package),
-            "--port",
-            str(port),
-            "--max-upload-bytes",
-            str(UPLOAD_LIMIT),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("server did not answer /health within 60 s")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    """The service started as a user would (`python -m dlbook.serve`), once /health answers."""
+    with serve.running_server(package, max_upload_bytes=UPLOAD_LIMIT) as url:
+        yield url
 
 
 def pixels_of(mnist, i: int) -> np.ndarray:
     """Test image i as (28, 28) white-on-black pixels in [0, 1]."""
-    return (mnist.X_test[i, 0] * dl.MNIST_STD + dl.MNIST_MEAN).clamp(0, 1).numpy()
+    return dl.denormalize(mnist.X_test[i, 0]).numpy()
 
 
 def test_health(server, package):
@@ -256,21 +220,57 @@ def test_refuses_a_model_folder_that_is_not_a_package(tmp_path):
     assert r.returncode == 2 and "cannot load the model" in r.stderr
 
 
-def test_refuses_a_model_normalized_differently(package, tmp_path):
-    import shutil
+def _with_normalization(package, folder, normalization):
+    """A copy of the package whose card declares other input normalization constants."""
+    altered = shutil.copytree(package, folder)
+    record = json.loads((altered / "model.json").read_text())
+    record["meta"]["input"]["normalization"] = normalization
+    (altered / "model.json").write_text(json.dumps(record))
+    return altered
 
-    altered = shutil.copytree(package, tmp_path / "pkg")
-    card_file = altered / "model.json"
-    record = json.loads(card_file.read_text())
-    record["meta"]["input"]["normalization"] = {"mean": 0.5, "std": 0.5}
-    card_file.write_text(json.dumps(record))
-    r = subprocess.run(
-        [sys.executable, "-m", "dlbook.serve", "--model", str(altered)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 2 and "normalized with {'mean': 0.5, 'std': 0.5}" in r.stderr
+
+def test_applies_the_normalization_its_card_declares(package, tmp_path, mnist):
+    # The contract changed: a card that declares other constants is served with them (it was
+    # refused); the service has no normalization of its own.
+    altered = _with_normalization(package, tmp_path / "pkg", {"mean": 0.5, "std": 0.25})
+    model, _ = load_package(altered)
+    pixels = np.stack([pixels_of(mnist, i) for i in range(8)])
+    with torch.inference_mode():
+        expected = torch.softmax(model(dl.preprocess.normalize_pixels(pixels, 0.5, 0.25)), 1)
+    with serve.running_server(altered) as url:
+        got = httpx.post(f"{url}/predict/batch", json={"images": pixels.tolist()}).json()
+    probs = np.array([p["probabilities"] for p in got["predictions"]])
+    np.testing.assert_allclose(probs, expected.numpy(), atol=1e-6)
+    with pytest.raises(httpx.TransportError):  # the block's end stopped the server
+        httpx.get(f"{url}/health", timeout=2)
+
+
+@pytest.mark.parametrize("normalization", [{"mean": 0.5, "std": 0}, {"mean": 0.5}, None])
+def test_refuses_a_card_without_usable_normalization(package, tmp_path, normalization):
+    altered = _with_normalization(package, tmp_path / "pkg", normalization)
+    refused = pytest.raises(RuntimeError, match="(?s)exited with status 2.*cannot load the model")
+    with refused, serve.running_server(altered):
+        pass
+
+
+def test_openapi_documents_the_request_and_response_bodies(server):
+    spec = httpx.get(f"{server}/openapi.json").json()
+    one = spec["paths"]["/predict"]["post"]
+    content = one["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data", "image/png", "image/jpeg"} <= set(content)
+    pixels = content["application/json"]["schema"]
+    assert pixels["title"] == "PixelsRequest" and pixels["required"] == ["pixels"]
+    rows = pixels["properties"]["pixels"]
+    assert rows["minItems"] == rows["maxItems"] == 28
+    assert rows["items"]["items"] == {"type": "number", "minimum": 0, "maximum": 1}
+    batch = spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]
+    assert set(batch) == {"application/json", "multipart/form-data"}
+    images = batch["application/json"]["schema"]["properties"]["images"]
+    assert images["minItems"] == 1 and images["maxItems"] == serve.MAX_BATCH
+    assert set(spec["components"]["schemas"]) >= {"PredictResponse", "ErrorResponse", "Health"}
+    assert one["responses"]["415"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
 
 
 def test_bounded_concurrent_load(server, mnist):
@@ -282,9 +282,9 @@ def test_bounded_concurrent_load(server, mnist):
         status = client.post("/predict", json=payload, timeout=30).status_code
         return status, time.perf_counter() - tic
 
-    with httpx.Client(base_url=server, limits=httpx.Limits(max_connections=16)) as client:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            results = list(pool.map(one, range(1000)))
+    limits = httpx.Limits(max_connections=16)
+    with httpx.Client(base_url=server, limits=limits) as client, ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(1000)))
     statuses = [s for s, _ in results]
     latencies = sorted(t for _, t in results)
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * len(latencies)) - 1]
