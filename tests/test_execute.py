@@ -132,11 +132,39 @@ def test_inplace_with_default_parameters_adds_no_cell(chapters, tmp_path, monkey
     assert nb.cells[2].outputs[0]["text"] == "42\n"
 
 
-def test_smoke_inplace_is_refused(capsys):
+def test_smoke_inplace_is_refused_unless_forced(capsys, chapters):
     with pytest.raises(SystemExit) as err:
         execute.main(["--smoke", "--inplace"])
     assert err.value.code == 2
     assert "would replace the chapters' full-run outputs" in capsys.readouterr().err
+    args = execute.parse_args(["--smoke", "--inplace", "--force"])
+    assert args.smoke and args.inplace
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--timeout", "0"], "--timeout: must be an integer > 0, got 0"),
+        (["--timeout", "-5"], "--timeout: must be an integer > 0, got -5"),
+        (["--chapters-dir", "/no/such/folder"], "--chapters-dir /no/such/folder is not a folder"),
+    ],
+)
+def test_bad_runner_arguments_are_named(capsys, argv, message):
+    with pytest.raises(SystemExit) as err:
+        execute.main(argv)
+    assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_output_dir_that_is_a_file_or_an_empty_chapters_dir(capsys, tmp_path, chapters):
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(SystemExit) as err:
+        execute.main(["--chapters-dir", str(chapters), "--output-dir", str(a_file)])
+    assert err.value.code == 2 and "is a file; give a folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no notebooks to run in .*empty"):
+        execute.main(["--chapters-dir", str(empty), "--device", "cpu"])
 
 
 def test_machine_summary_names_cpu_kernels_and_versions():

@@ -262,7 +262,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument(
-        "--smoke", action="store_true", help="the smoke subset and one epoch: a quick check of every chapter"
+        "--smoke",
+        action="store_true",
+        help="the smoke subset and one epoch: a quick check of every chapter",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -274,7 +276,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="write executed notebooks here (default: _build/executed)",
     )
-    parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    parser.add_argument(
+        "--timeout", type=_positive_int, default=None, help="seconds allowed per cell (> 0)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --smoke --inplace: replace the stored full-run outputs with smoke outputs",
+    )
     parser.add_argument(
         "--chapters-dir",
         type=Path,
@@ -282,12 +291,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the notebooks of this folder instead of the book's (sorted by name)",
     )
     args = parser.parse_args(argv)
-    if args.smoke and args.inplace:
+    if args.smoke and args.inplace and not args.force:
         parser.error(
             "--smoke --inplace would replace the chapters' full-run outputs with smoke "
-            "outputs; use --output-dir for a smoke run"
+            "outputs; use --output-dir for a smoke run (or add --force if you mean it)"
         )
+    if args.chapters_dir is not None and not args.chapters_dir.is_dir():
+        parser.error(f"--chapters-dir {args.chapters_dir} is not a folder")
+    if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
+        parser.error(f"--output-dir {args.output_dir} is a file; give a folder (made if missing)")
     return args
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be an integer > 0, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     # The report page shows runs; it is refreshed after them, not measured among them.
     every = [p for p in every if p.stem != REPORT_PAGE]
     chapters = find_chapters(args.chapters, every)
+    if not chapters:
+        raise SystemExit(f"error: no notebooks to run in {args.chapters_dir or root / '_toc.yml'}")
     out_dir = None if args.inplace else (args.output_dir or root / "_build" / "executed")
     report_dir = out_dir or root / "_build" / "executed"
     report_dir.mkdir(parents=True, exist_ok=True)
