@@ -55,3 +55,13 @@ def test_parity_reports_differences():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     b = torch.tensor([[1.0, 0.5], [2.0, 1.0]])
     assert export.parity(a, b) == {"max_abs_diff": 2.0, "same_prediction": 0.5}
+
+
+def test_runners_return_what_the_model_and_session_compute(trained_cnn, onnx_file, mnist):
+    X = mnist.X_test[:5]
+    run = export.eager_runner(trained_cnn)
+    logits = run(X)
+    assert logits.is_inference() and torch.equal(logits, export.logits_of(trained_cnn, X))
+    session = export.ort_session(onnx_file, threads=1)
+    (out,) = export.ort_runner(session)(X)
+    assert torch.equal(torch.from_numpy(out), export.run_onnx(session, X))

@@ -6,6 +6,7 @@ import contextlib
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +26,13 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
             output_names=["logits"],
             dynamic_shapes={"X": {0: torch.export.Dim("batch")}},
         )
+    if program is None:  # only when exporting to a file given as an argument, not here
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     # The exporter tags every node with debug metadata, including stack traces with this
     # machine's file paths: drop it, so the file leaks no paths and the same weights give the
     # same bytes wherever the repository is cloned.
-    for graph in (program.model.graph, *program.model.functions.values()):
+    graphs: list[Any] = [program.model.graph, *program.model.functions.values()]
+    for graph in graphs:
         for node in graph.all_nodes():  # subgraphs included
             node.metadata_props.clear()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +40,7 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
     return path
 
 
-def ort_session(path: Path, threads: int | None = None):
+def ort_session(path: Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session, with `threads` intra-op threads (default: torch's count)."""
     import onnxruntime as ort
 
@@ -47,7 +51,7 @@ def ort_session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session, X: Tensor, batch_size: int = 1000) -> Tensor:
+def run_onnx(session: Any, X: Tensor, batch_size: int = 1000) -> Tensor:
     """Logits (N, 10) from an ONNX Runtime session, in batches."""
     out = [
         session.run(None, {"X": X[i : i + batch_size].cpu().numpy()})[0]
@@ -91,6 +95,21 @@ def load_program(path: Path) -> Callable[[Tensor], Tensor]:
 def logits_of(fn: Callable[[Tensor], Tensor], X: Tensor, batch_size: int = 1000) -> Tensor:
     """Logits (N, 10) of a callable model, in batches."""
     return torch.cat([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
+
+
+def eager_runner(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """X -> logits of an eager (or torch.compile'd) model under inference mode, for timing."""
+
+    def run(X: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return model(X)
+
+    return run
+
+
+def ort_runner(session: Any) -> Callable[[Tensor], list]:
+    """X -> the outputs of an ONNX Runtime session on X (one batch, no splitting), for timing."""
+    return lambda X: session.run(None, {"X": X.numpy()})
 
 
 def parity(reference: Tensor, other: Tensor) -> dict:
