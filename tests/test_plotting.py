@@ -51,3 +51,19 @@ def test_misclassified_grid_shows_only_errors():
 def test_bars_are_labelled():
     ax = dl.plotting.plot_bars({"slow": 2.0, "fast": 0.5}, "seconds")
     assert [t.get_text() for t in ax.texts] == ["2.00", "0.50"]
+
+
+def test_scaling_plot_is_log_log_with_options_by_name():
+    ax = dl.plotting.plot_scaling(
+        {"mlp": ([100, 1000], [0.2, 0.1])}, "training images", points={"cnn": (1000, 0.05)}
+    )
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert [line.get_label() for line in ax.lines] == ["mlp", "cnn"]
+    with pytest.raises(TypeError):
+        dl.plotting.plot_scaling({}, "x", None, "error")  # ylabel, title, points: by name only
+
+
+def test_lr_sensitivity_marks_the_chosen_rate():
+    ax = dl.plotting.plot_lr_sensitivity({"adam": {1e-2: 0.9, 1e-3: 0.95}}, chosen={"adam": 1e-3})
+    assert list(ax.lines[0].get_xdata()) == [1e-3, 1e-2] and ax.get_xscale() == "log"
+    assert list(ax.lines[1].get_xdata()) == [1e-3] and list(ax.lines[1].get_ydata()) == [0.95]

@@ -318,9 +318,10 @@ def plot_scaling(
     curves: dict,
     xlabel: str,
     ax: Axes | None = None,
-    points: dict | None = None,
+    *,
     ylabel: str = "test error",
     title: str = "",
+    points: dict | None = None,
 ) -> Axes:
     """Error against size on log-log axes: {label: (sizes, errors)} lines, and single points."""
     ax = _axes(ax, figsize=(5, 3.5))
