@@ -1,5 +1,7 @@
 """The from-scratch MLP and optimizers against their references: autograd and torch.optim."""
 
+from functools import partial
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -120,33 +122,35 @@ def _trajectories(make_torch, make_scratch, steps: int = 100):
     return torch.stack([r for r, _ in pairs]), torch.stack([m for _, m in pairs])  # (steps, P)
 
 
+# name: (torch.optim class, the scratch optimizer's name, the arguments both take)
 CASES = {
-    "sgd": (lambda p: torch.optim.SGD(p, lr=0.1), lambda p: S.SGD(p, lr=0.1)),
-    "momentum": (
-        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-        lambda p: S.Momentum(p, lr=0.05, momentum=0.9),
-    ),
-    # the dampened form with lr equals PyTorch's convention with lr * (1 - momentum)
-    "dampened": (
-        lambda p: torch.optim.SGD(p, lr=0.5 * (1 - 0.9), momentum=0.9),
-        lambda p: S.DampenedMomentum(p, lr=0.5, momentum=0.9),
-    ),
-    "adam": (lambda p: torch.optim.Adam(p, lr=0.01), lambda p: S.Adam(p, lr=0.01)),
-    "adam_l2": (
-        lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
-        lambda p: S.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
-    ),
-    "adamw": (
-        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
-        lambda p: S.AdamW(p, lr=0.01, weight_decay=0.1),
-    ),
+    "sgd": (torch.optim.SGD, "sgd", {"lr": 0.1}),
+    "momentum": (torch.optim.SGD, "momentum", {"lr": 0.05, "momentum": 0.9}),
+    "adam": (torch.optim.Adam, "adam", {"lr": 0.01}),
+    "adam_l2": (torch.optim.Adam, "adam", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    "adamw": (torch.optim.AdamW, "adamw", {"lr": 0.01, "weight_decay": 0.1}),
 }
+
+
+def _pair(name: str):
+    """(make_torch, make_scratch) of a case: each builds its optimizer from a parameter list."""
+    torch_optimizer, kind, kwargs = CASES[name]
+    return partial(torch_optimizer, **kwargs), partial(S.make_optimizer, kind, **kwargs)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_scratch_optimizers_reproduce_torch_optim_over_100_steps(name):
-    ref, mine = _trajectories(*CASES[name])
+    ref, mine = _trajectories(*_pair(name))
     assert (ref[-1] - ref[0]).abs().max() > 1e-2  # the parameters really moved
+    torch.testing.assert_close(mine, ref)
+
+
+def test_dampened_momentum_equals_pytorchs_with_lr_times_one_minus_momentum():
+    ref, mine = _trajectories(
+        lambda p: torch.optim.SGD(p, lr=0.5 * (1 - 0.9), momentum=0.9),
+        lambda p: S.DampenedMomentum(p, lr=0.5, momentum=0.9),
+    )
+    assert (ref[-1] - ref[0]).abs().max() > 1e-2
     torch.testing.assert_close(mine, ref)
 
 
@@ -162,18 +166,14 @@ def test_adam_without_bias_correction_does_not_match():
 
 def test_compare_trajectories_summarizes_the_trajectories():
     X, y = _batch(64, 20, 5, 7)
-    for name, (make_torch, make_scratch) in CASES.items():
-        ref, mine = _trajectories(make_torch, make_scratch, steps=10)
-        diff, matches = S.compare_trajectories(make_torch, make_scratch, _small_mlp(), X, y, 10)
+    for name in CASES:
+        ref, mine = _trajectories(*_pair(name), steps=10)
+        steps = S.trajectories(*_pair(name), _small_mlp(), X, y, 10)
+        diff, matches = S.compare_trajectories(steps)
         assert diff == (ref - mine).abs().max().item() and matches, name
-    diff, matches = S.compare_trajectories(
-        lambda p: torch.optim.Adam(p, lr=0.01),
-        lambda p: S.Adam(p, lr=0.01, bias_correction=False),
-        _small_mlp(),
-        X,
-        y,
-        5,
-    )
+    no_correction = partial(S.Adam, lr=0.01, bias_correction=False)
+    steps = S.trajectories(partial(torch.optim.Adam, lr=0.01), no_correction, _small_mlp(), X, y, 5)
+    diff, matches = S.compare_trajectories(steps)
     assert diff > 1e-3 and not matches
 
 
@@ -272,6 +272,24 @@ def test_scratch_fit_equals_dl_fit_with_torch_sgd(tiny_splits):
     for k, v in S.params_from_module(model).items():
         torch.testing.assert_close(run.params[k], v, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.tensor(run.history.val_acc), torch.tensor(history.val_acc))
+
+
+def test_train_mlp_is_init_make_optimizer_and_fit(tiny_splits):
+    run = S.train_mlp(
+        0.01, tiny_splits, optimizer="momentum", num_epochs=2, batch_size=50, seed=3, momentum=0.5
+    )
+    params = S.init_mlp(seed=3)
+    ref = S.fit(
+        params,
+        S.Momentum(list(params.values()), lr=0.01, momentum=0.5),
+        tiny_splits,
+        num_epochs=2,
+        batch_size=50,
+        seed=3,
+    )
+    assert run.step_losses == ref.step_losses and run.history.val_acc == ref.history.val_acc
+    for k in S.PARAM_NAMES:
+        assert torch.equal(run.params[k], ref.params[k])
 
 
 def test_evaluate_counts_correct_predictions():

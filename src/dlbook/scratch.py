@@ -2,7 +2,7 @@
 
 Row convention throughout: a batch X is (B, features) and a linear layer is Z = X @ W + b with
 W of shape (in, out), so the weight gradient of a batch is X.T @ delta. Nothing here calls
-autograd, except the reference side of `compare_trajectories`; the tests and the math chapter
+autograd, except the reference side of `trajectories`; the tests and the math chapter
 check every function against autograd and torch.optim.
 """
 
@@ -56,10 +56,11 @@ def init_mlp(
 def params_from_module(model: torch.nn.Module) -> Params:
     """Copy the weights of a dl.MLP (nn.Linear stores W as (out, in)) into the row convention."""
     fc1, fc2 = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    rows = torch.contiguous_format  # row-major (in, out), as init_mlp makes them
     return {
-        "W1": fc1.weight.detach().T.clone(),
+        "W1": fc1.weight.detach().T.clone(memory_format=rows),
         "b1": fc1.bias.detach().clone(),
-        "W2": fc2.weight.detach().T.clone(),
+        "W2": fc2.weight.detach().T.clone(memory_format=rows),
         "b2": fc2.bias.detach().clone(),
     }
 
@@ -362,20 +363,13 @@ def trajectories(
         yield ref, torch.cat([p.flatten() for p in mine.values()])  # (P,), (P,)
 
 
-def compare_trajectories(
-    make_torch: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
-    make_scratch: Callable[[list[Tensor]], Optimizer],
-    model: torch.nn.Module,
-    X: Tensor,
-    y: Tensor,
-    num_steps: int,
-) -> tuple[float, bool]:
-    """Largest parameter difference over `num_steps` steps, and whether assert_close held at each.
+def compare_trajectories(pairs: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, bool]:
+    """Largest difference of (reference, mine) pairs, and whether assert_close held for each.
 
-    See `trajectories`; `model` is trained in place by the reference optimizer.
+    `compare_trajectories(trajectories(make_torch, make_scratch, model, X, y, num_steps))`.
     """
     max_diff, matches = 0.0, True
-    for ref, now in trajectories(make_torch, make_scratch, model, X, y, num_steps):
+    for ref, now in pairs:
         max_diff = max(max_diff, (ref - now).abs().max().item())
         try:
             torch.testing.assert_close(now, ref)
@@ -443,6 +437,27 @@ def fit(
         history.append(sum(losses) / len(losses), val_loss, val_acc, seconds)
         step_losses += losses
     return ScratchRun(params, history, step_losses)
+
+
+def train_mlp(
+    lr: float,
+    data: MNISTSplits,
+    *,
+    optimizer: str = "sgd",
+    num_epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    **kwargs: Any,
+) -> ScratchRun:
+    """A fresh `init_mlp(seed=seed)` trained by `fit` with an optimizer of OPTIMIZERS at `lr`.
+
+    `kwargs` go to the optimizer (momentum, weight_decay, ...); lr comes first so that
+    `functools.partial(train_mlp, data=..., ...)` is a `train(lr)` for `dl.zoo.search_lr`.
+    """
+    params = init_mlp(seed=seed, device=device)
+    opt = make_optimizer(optimizer, list(params.values()), lr, **kwargs)
+    return fit(params, opt, data, num_epochs=num_epochs, batch_size=batch_size, seed=seed)
 
 
 def steps_to(losses: Sequence[float], level: float, window: int = 50) -> int | None:
