@@ -96,3 +96,34 @@ def test_blank_image_has_no_digit():
 def test_check_array(values, words):
     with pytest.raises(pp.InputError, match=words):
         pp.check_array(values)
+
+
+def _with_alpha(ink: np.ndarray, color: int, mode: str) -> bytes:
+    """A PNG of `ink` drawn in `color` (0 black, 255 white) on a transparent background."""
+    alpha = (ink * 255).astype(np.uint8)
+    paint = np.full_like(alpha, color)
+    layers = [paint, alpha] if mode == "LA" else [paint, paint, paint, alpha]
+    out = io.BytesIO()
+    Image.fromarray(np.stack(layers, axis=-1)).save(out, format="PNG")  # (H, W, 2): LA; 4: RGBA
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+@pytest.mark.parametrize("color", [0, 255], ids=["black-ink", "white-ink"])
+def test_transparent_background_is_composited_before_reading_ink(mode, color):
+    # A canvas drawing: the ink is in the alpha channel, the paint may be black. Dropping the
+    # alpha channel left a black-on-black image ("no digit"); composited onto the background
+    # opposite to the ink, it reads as the same digit as the opaque white-on-black image.
+    expected = pp.to_mnist_format(_digit())
+    got = pp.to_mnist_format(pp.decode_image(_with_alpha(_digit(), color, mode)))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_fully_transparent_image_has_no_digit():
+    with pytest.raises(pp.NoDigitError):
+        pp.to_mnist_format(pp.decode_image(_with_alpha(np.zeros((28, 28)), 0, "RGBA")))
+
+
+def test_numbers_too_large_for_a_float_are_an_input_error():
+    with pytest.raises(pp.InputError, match="array of numbers"):
+        pp.check_array([[10**400] * 28] * 28)

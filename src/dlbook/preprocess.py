@@ -36,14 +36,29 @@ def decode_image(data: bytes) -> np.ndarray:
                     f"image is {img.width}x{img.height} pixels; the limit is {MAX_PIXELS:,} pixels"
                 )
             img.load()  # decodes fully: truncated files fail here
-            gray = ImageOps.exif_transpose(img).convert("L")
+            return _grayscale(ImageOps.exif_transpose(img))
     except UnidentifiedImageError:
         raise InputError("the upload is not a PNG or JPEG image") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise InputError(
             f"the image could not be decoded ({err}): send a complete PNG or JPEG"
         ) from None
-    return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _grayscale(img: Image.Image) -> np.ndarray:
+    """A decoded image -> (H, W) float32 in [0, 1], transparency composited onto a background.
+
+    A drawing saved by a canvas keeps its strokes in the alpha channel, often painted black on
+    a transparent (0, 0, 0, 0) background. Dropping alpha would make it black on black, so we
+    composite onto the background opposite to the ink: white under dark ink, black under light.
+    """
+    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    la = np.asarray(img.convert("RGBA").convert("LA"), dtype=np.float32) / 255.0  # (H, W, 2)
+    gray, alpha = la[..., 0], la[..., 1]
+    ink_level = (gray * alpha).sum() / max(alpha.sum(), 1e-12)  # mean gray of what is drawn
+    background = 1.0 if ink_level < 0.5 else 0.0
+    return alpha * gray + (1.0 - alpha) * background
 
 
 def to_mnist_format(pixels: np.ndarray) -> np.ndarray:
@@ -82,7 +97,7 @@ def check_array(values: object, name: str = "pixels") -> np.ndarray:
     """A JSON 28x28 list of numbers in [0, 1] (white ink on black) -> (28, 28) float32."""
     try:
         array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float
         raise InputError(f"{name} must be a 28x28 array of numbers") from None
     if array.shape != (28, 28):
         raise InputError(f"{name} must have shape 28x28; got {_shape(values)}")
