@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
+import json
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
-from .checkpoint import CheckpointError, load_model, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_paths, load_model, save_checkpoint
 from .data import MNIST_MEAN, MNIST_STD, NUM_VAL, mnist_files
-from .models import build_model, count_parameters
+from .models import MODELS, build_model, count_parameters
 
 
 class RecipeLike(Protocol):
@@ -23,6 +27,96 @@ class RecipeLike(Protocol):
 
 
 WEIGHTS = "model"  # the package holds model.safetensors and model.json
+CARD_DIGEST = "card_sha256"  # the card's own SHA-256, stored in the card, over all other fields
+
+# The model card's schema: what loading and serving read from it, checked on load. Other fields
+# (recipe, data, intended use, ...) are documentation and may be anything JSON.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Architecture(BaseModel):
+    """Which model to build, with which keyword arguments, and its parameter count."""
+
+    model: str
+    model_kwargs: dict[str, Any]
+    parameters: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _buildable(self) -> Architecture:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        accepted = inspect.signature(MODELS[self.model]).parameters
+        for key, value in self.model_kwargs.items():
+            if key not in accepted:
+                raise ValueError(
+                    f"{self.model} takes no keyword {key!r}; it takes {', '.join(accepted)}"
+                )
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise ValueError(f"{key}={value}: sizes and counts must be at least 1")
+            if isinstance(value, float) and not 0 <= value < 1:
+                raise ValueError(f"{key}={value}: rates must lie in [0, 1)")
+        return self
+
+
+class Normalization(BaseModel):
+    mean: Finite
+    std: Finite = Field(gt=0)
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    normalization: Normalization
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    test_acc: float | None = Field(default=None, ge=0, le=1)
+
+
+class ModelCard(BaseModel):
+    """The fields of a model card that code reads (`model_card` writes them all)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    architecture: Architecture
+    input: InputSpec
+    metrics: Metrics
+
+
+def card_digest(card: dict) -> str:
+    """SHA-256 of a card's canonical JSON (sorted keys), without its own digest field."""
+    fields = {k: v for k, v in card.items() if k != CARD_DIGEST}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def validate_card(card: object) -> ModelCard:
+    """The card checked against the schema, and its architecture against its parameter count.
+
+    Raises CheckpointError with one line naming every problem.
+    """
+    if not isinstance(card, dict):
+        raise CheckpointError(f"the model card must be a JSON object; got {type(card).__name__}")
+    try:
+        valid = ModelCard.model_validate(card)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in err.errors()
+        )
+        raise CheckpointError(f"the model card is invalid: {problems}") from None
+    arch = valid.architecture
+    try:
+        with torch.device("meta"):  # shapes only: no memory, whatever sizes the card names
+            count = count_parameters(build_model(arch.model, **arch.model_kwargs))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"the model card's architecture cannot be built: {err}") from None
+    if count != arch.parameters:
+        raise CheckpointError(
+            f"the model card declares {arch.parameters:,} parameters but its architecture "
+            f"{arch.model}({arch.model_kwargs}) has {count:,}"
+        )
+    return valid
 
 
 def model_card(model: nn.Module, recipe: RecipeLike, metrics: dict, version: str) -> dict:
@@ -60,21 +154,56 @@ def model_card(model: nn.Module, recipe: RecipeLike, metrics: dict, version: str
 
 
 def save_package(folder: Path, model: nn.Module, card: dict) -> Path:
-    """Write model.safetensors and model.json (the card, with the weights' SHA-256) to folder."""
+    """Write model.safetensors and model.json (the card with its own SHA-256, and the weights'
+    SHA-256) to folder; the card must pass `validate_card`."""
+    card = json.loads(json.dumps({k: v for k, v in card.items() if k != CARD_DIGEST}))
+    validate_card(card)  # as JSON will read it back: tuples are lists, keys strings
     folder.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(folder / WEIGHTS, model, meta=card)
+    save_checkpoint(folder / WEIGHTS, model, meta={**card, CARD_DIGEST: card_digest(card)})
     return folder
 
 
+def read_card(folder: Path) -> ModelCard:
+    """The package's model card, its digest verified and its fields validated (CheckpointError)."""
+    path = checkpoint_paths(folder / WEIGHTS)[1]
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CheckpointError(f"cannot read the model card {path}: {err.strerror}") from None
+    except (ValueError, RecursionError) as err:  # also numbers Python will not parse
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path} is not a JSON object holding a model card")
+    card = record.get("meta")
+    if isinstance(card, dict):
+        if CARD_DIGEST not in card:
+            raise CheckpointError(
+                f"the model card in {path} carries no digest ({CARD_DIGEST}): "
+                "write the package again with save_package"
+            )
+        if card[CARD_DIGEST] != card_digest(card):
+            raise CheckpointError(
+                f"the model card in {path} does not match its digest: "
+                "it was modified after saving; refusing to load it"
+            )
+    return validate_card(card)
+
+
 def load_package(folder: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model from its card and load verified weights; never unpickles."""
+    """Verify and validate the card, rebuild the model from it and load verified weights; never
+    unpickles. Returns (model, card with the weights' "sha256"); CheckpointError if anything
+    is missing, altered or malformed."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder {folder} does not exist")
+    arch = read_card(folder).architecture
+    weights = checkpoint_paths(folder / WEIGHTS)[0]
+    if weights.is_file() and weights.stat().st_size < arch.parameters:  # < 1 byte per parameter
+        raise CheckpointError(
+            f"the model card declares {arch.parameters:,} parameters but {weights.name} holds "
+            f"{weights.stat().st_size:,} bytes"
+        )
     model, record = load_model(
-        folder / WEIGHTS,
-        lambda card: build_model(
-            card["architecture"]["model"], **card["architecture"]["model_kwargs"]
-        ),
+        folder / WEIGHTS, lambda _: build_model(arch.model, **arch.model_kwargs)
     )
     return model.to(device).eval(), {**record["meta"], "sha256": record["sha256"]}
