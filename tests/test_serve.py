@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from PIL import Image
 
 import dlbook as dl
 from dlbook import serve
-from dlbook.package import load_package, model_card, save_package
+from dlbook.package import card_digest, load_package, model_card, save_package
 from dlbook.preprocess import digit_to_png, image_to_input
 
 UPLOAD_LIMIT = 2_000_000
@@ -42,6 +44,14 @@ def package(tmp_path_factory, mnist):
 def server(package):
     """The service started as a user would (`python -m dlbook.serve`), once /health answers."""
     with serve.running_server(package, max_upload_bytes=UPLOAD_LIMIT) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def strict_server(package):
+    """The service with short limits: 1 s for a body, 1 s idle keep-alive, 2 connections."""
+    limits = dict(body_timeout=1.0, keep_alive_timeout=1, max_concurrency=2)
+    with serve.running_server(package, **limits) as url:
         yield url
 
 
@@ -225,6 +235,7 @@ def _with_normalization(package, folder, normalization):
     altered = shutil.copytree(package, folder)
     record = json.loads((altered / "model.json").read_text())
     record["meta"]["input"]["normalization"] = normalization
+    record["meta"]["card_sha256"] = card_digest(record["meta"])  # a card saved that way
     (altered / "model.json").write_text(json.dumps(record))
     return altered
 
@@ -248,13 +259,23 @@ def test_applies_the_normalization_its_card_declares(package, tmp_path, mnist):
 @pytest.mark.parametrize("normalization", [{"mean": 0.5, "std": 0}, {"mean": 0.5}, None])
 def test_refuses_a_card_without_usable_normalization(package, tmp_path, normalization):
     altered = _with_normalization(package, tmp_path / "pkg", normalization)
-    refused = pytest.raises(RuntimeError, match="(?s)exited with status 2.*cannot load the model")
+    # The contract moved: the schema refuses these cards on load (it was a check in serve).
+    refused = pytest.raises(
+        RuntimeError, match="(?s)exited with status 2.*cannot load the model.*normalization"
+    )
     with refused, serve.running_server(altered):
         pass
 
 
-def test_openapi_documents_the_request_and_response_bodies(server):
-    spec = httpx.get(f"{server}/openapi.json").json()
+@pytest.fixture(scope="module")
+def documented_server(package):
+    with serve.running_server(package, docs=True) as url:
+        yield url
+
+
+def test_openapi_documents_the_request_and_response_bodies(documented_server):
+    # The contract changed: /openapi.json is served only with --docs (it was public).
+    spec = httpx.get(f"{documented_server}/openapi.json").json()
     one = spec["paths"]["/predict"]["post"]
     content = one["requestBody"]["content"]
     assert {"application/json", "multipart/form-data", "image/png", "image/jpeg"} <= set(content)
@@ -292,3 +313,206 @@ def test_bounded_concurrent_load(server, mnist):
         f"\nload test: 1000 requests, 16 concurrent: p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms"
     )
     assert statuses.count(200) == 1000
+
+
+PATHOLOGICAL_JSON = {
+    "deep nesting": (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    "deep nesting in a field": (b'{"pixels":' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested"),
+    "moderate nesting": (b'{"pixels":' + b"[" * 500 + b"]" * 500 + b"}", 400, "nested"),
+    "a 5,000-digit integer": (b'{"pixels": ' + b"9" * 5000 + b"}", 400, "too many digits"),
+    "integers beyond float": (
+        json.dumps({"pixels": [[10**400] * 28] * 28}).encode(),
+        422,
+        "array of numbers",
+    ),
+    "a lone surrogate": (b'{"pixels": "\\ud800"}', 422, "28x28"),
+    "a JSON array": (b"[1, 2, 3]", 422, "an object with a 'pixels' field"),
+}
+
+
+@pytest.mark.parametrize("case", list(PATHOLOGICAL_JSON))
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_pathological_json_is_a_4xx_and_the_connection_lives_on(server, case, path):
+    body, status, words = PATHOLOGICAL_JSON[case]
+    with httpx.Client(base_url=server, timeout=30) as client:
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status, r.text
+        assert r.json()["status"] == status and isinstance(r.json()["error"], str)
+        if path == "/predict" or status == 400:  # the batch endpoint names its own field
+            assert words in r.json()["error"]
+        assert client.get("/health").status_code == 200  # the same connection still works
+
+
+def test_unexpected_error_is_a_json_500_that_closes_the_connection(package, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(serve.create_app(package), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            return await client.post("/predict", json={"pixels": [[0.5] * 28] * 28})
+
+    monkeypatch.setattr(serve, "normalize_pixels", broken)  # a bug in the service
+    r = asyncio.run(post())
+    assert r.status_code == 500 and r.headers["connection"] == "close"
+    assert r.json() == {"error": "internal server error", "status": 500}
+
+
+def test_docs_are_off_unless_asked_for(server, documented_server):
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        r = httpx.get(f"{server}{path}")
+        assert r.status_code == 404 and r.json() == {"error": "Not Found", "status": 404}
+        assert httpx.get(f"{documented_server}{path}").status_code == 200
+
+
+def _stalled(url: str, sent: bytes = b"") -> socket.socket:
+    """A connection that declares a 1,000-byte PNG body and sends only `sent` of it."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000"
+    sock.sendall(head.encode() + b"\r\n\r\n" + sent)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x89PNG\r\n"], ids=["no-body", "part-of-a-body"])
+def test_stalled_body_is_cut_off_with_408(strict_server, sent):
+    tic = time.perf_counter()
+    with _stalled(strict_server, sent) as sock:
+        reply = _read_all(sock)  # returns: the server closed the connection
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower()
+    assert json.loads(body)["error"].startswith("the request body did not arrive within 1 s")
+    assert time.perf_counter() - tic < 5
+
+
+def test_idle_keep_alive_connection_is_closed(strict_server):
+    host, port = strict_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        tic = time.perf_counter()
+        reply = _read_all(sock)  # the answer, then the close after 1 s idle
+    assert reply.startswith(b"HTTP/1.1 200") and time.perf_counter() - tic < 5
+
+
+def test_concurrency_limit_answers_503(strict_server):
+    with _stalled(strict_server) as first, _stalled(strict_server) as second:
+        time.sleep(0.3)  # both requests are in the server, waiting for their bodies
+        r = httpx.get(f"{strict_server}/health")
+        assert r.status_code == 503 and r.headers["connection"] == "close"
+        assert _read_all(first).startswith(b"HTTP/1.1 408")
+        assert _read_all(second).startswith(b"HTTP/1.1 408")
+    assert httpx.get(f"{strict_server}/health").status_code == 200
+
+
+def test_help_documents_the_limits(capsys):
+    with pytest.raises(SystemExit) as info:
+        serve.main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    for flag in ("--body-timeout", "--keep-alive-timeout", "--max-concurrency", "--docs"):
+        assert flag in out
+
+
+def _large_png() -> bytes:
+    """A 4000x4000 PNG of a stroke: small to send, about a second to decode and prepare."""
+    img = np.zeros((4000, 4000), dtype=np.uint8)
+    img[800:3200, 1800:2200] = 255
+    out = io.BytesIO()
+    Image.fromarray(img).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_decoding_does_not_block_health(server):
+    png = _large_png()
+
+    def upload(_: int) -> int:
+        headers = {"content-type": "image/png"}
+        return httpx.post(f"{server}/predict", content=png, headers=headers, timeout=60).status_code
+
+    with httpx.Client(base_url=server) as client, ThreadPoolExecutor(4) as pool:
+        uploads = [pool.submit(upload, i) for i in range(4)]
+        time.sleep(0.2)  # the uploads are being decoded
+        health_s = []
+        while not all(u.done() for u in uploads) or not health_s:
+            tic = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            health_s.append(time.perf_counter() - tic)
+            time.sleep(0.05)
+        assert [u.result() for u in uploads] == [200] * 4
+    assert max(health_s) < 0.5, f"/health took {max(health_s):.2f} s during the uploads"
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_canvas_drawing_black_on_transparent(server, package, mnist, mode):
+    pixels = pixels_of(mnist, 0)  # (28, 28) ink in [0, 1]
+    ink = np.asarray(Image.fromarray((pixels * 255).astype(np.uint8)).resize((280, 280)))
+    black = np.zeros_like(ink)
+    layers = [black, ink] if mode == "LA" else [black, black, black, ink]  # ink in alpha
+    out = io.BytesIO()
+    Image.fromarray(np.stack(layers, axis=-1)).save(out, format="PNG")
+    model, _ = load_package(package)
+    expected = model(image_to_input(digit_to_png(pixels, size=280))).argmax().item()
+    r = _post(server, content=out.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    assert r.json()["label"] == expected == int(mnist.y_test[0])
+
+
+def _resigned(package, folder, edit):
+    """A copy of the package whose card `edit` changed, signed again (bad code wrote it)."""
+    altered = shutil.copytree(package, folder)
+    record = json.loads((altered / "model.json").read_text())
+    record["meta"] = edit(record["meta"])
+    if isinstance(record["meta"], dict):
+        record["meta"]["card_sha256"] = card_digest(record["meta"])
+    (altered / "model.json").write_text(json.dumps(record))
+    return altered
+
+
+def _arch(**changes):
+    def edit(card):
+        card["architecture"].update(changes)
+        return card
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (_arch(model="resnet"), "unknown model 'resnet'"),
+        (_arch(model_kwargs={"hiden": 64}), "no keyword 'hiden'"),
+        (_arch(model_kwargs={"hidden": -64}), "at least 1"),
+        (lambda card: [card], "must be a JSON object"),
+        (lambda card: {k: v for k, v in card.items() if k != "metrics"}, "metrics: Field"),
+        (lambda card: {**card, "version": "2.0.0"}, None),  # tampered: not signed again
+    ],
+    ids=[
+        "unknown-architecture",
+        "wrong-keyword",
+        "negative-size",
+        "array",
+        "no-metrics",
+        "tampered",
+    ],
+)
+def test_malformed_card_exits_2_with_one_line(package, tmp_path, capsys, edit, words):
+    if words is None:
+        folder = shutil.copytree(package, tmp_path / "pkg")
+        record = json.loads((folder / "model.json").read_text())
+        record["meta"] = edit(record["meta"])
+        (folder / "model.json").write_text(json.dumps(record))
+        words = "does not match its digest"
+    else:
+        folder = _resigned(package, tmp_path / "pkg", edit)
+    assert serve.main(["--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot load the model") and words in err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -1,11 +1,16 @@
 """An HTTP inference service for a packaged MNIST model (FastAPI on uvicorn).
 
-python -m dlbook.serve --model <folder> [--host 127.0.0.1] [--port 8000]
+python -m dlbook.serve --model <folder> [--host 127.0.0.1] [--port 8000] [--docs]
+
+Limits against slow or abusive clients (all configurable, see --help): a request body must
+arrive within --body-timeout seconds (else 408), an idle keep-alive connection closes after
+--keep-alive-timeout seconds, and beyond --max-concurrency connections the answer is 503.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -26,10 +31,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
 from .checkpoint import CheckpointError
-from .package import load_package
+from .package import load_package, validate_card
 from .preprocess import (
     InputError,
     NoDigitError,
@@ -42,6 +48,10 @@ from .preprocess import (
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # 8 MiB: a phone photo, or a full batch of JSON pixels
 MAX_BATCH = 256
 IMAGE_TYPES = ("image/png", "image/jpeg")
+MAX_JSON_DEPTH = 4  # {"images": [image [row [number]]]}: deeper JSON is refused unread
+BODY_TIMEOUT = 10.0  # seconds for a whole request body to arrive
+KEEP_ALIVE_TIMEOUT = 5  # seconds an idle connection stays open (uvicorn's default)
+MAX_CONCURRENCY = 64  # connections served at once; beyond them 503
 
 # The request contract, as JSON Schema in /openapi.json.
 Row = Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=28, max_length=28)]
@@ -115,39 +125,86 @@ class ErrorResponse(BaseModel):
 class RequestError(Exception):
     """A client error: HTTP status and a message naming the problem."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+        self.close = close  # the body was not read: the connection cannot carry another request
+
+
+def error_response(status: int, message: str, close: bool = False) -> JSONResponse:
+    """The JSON error answer, with `Connection: close` where the connection ends."""
+    headers = {"connection": "close"} if close else None
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing anything over `limit` bytes before reading it all."""
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, refusing anything over `limit` bytes before reading it all, and a body
+    that has not arrived within `timeout` seconds (a stalled client would hold a connection)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"upload of {int(declared):,} bytes exceeds the limit of {limit:,}")
+        message = f"upload of {int(declared):,} bytes exceeds the limit of {limit:,}"
+        raise RequestError(413, message, close=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), deadline - loop.time())
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            message = f"the request body did not arrive within {timeout:g} s"
+            raise RequestError(408, message, close=True) from None
         body.extend(chunk)
         if len(body) > limit:
-            raise RequestError(413, f"upload exceeds the limit of {limit:,} bytes")
+            raise RequestError(413, f"upload exceeds the limit of {limit:,} bytes", close=True)
     if not body:
         raise RequestError(400, "the request body is empty: send a PNG or JPEG, or JSON pixels")
     return bytes(body)
 
 
 # One parser per media type: (request, size-checked body, batch?) -> (N, 28, 28) pixels in [0, 1].
+# The CPU work (JSON, image decoding) runs in the thread pool: the event loop stays free.
 Parser = Callable[[Request, bytes, bool], Awaitable[np.ndarray]]
 
 
 async def _parse_json(request: Request, body: bytes, batch: bool) -> np.ndarray:
+    return await run_in_threadpool(_json_pixels, body, batch)
+
+
+def _json_depth(data: object, limit: int) -> int:
+    """Nesting depth of parsed JSON, counted without recursion; stops once past `limit`."""
+    depth, level = 0, [data]
+    while level and depth <= limit:
+        depth += 1
+        children: list[object] = []
+        for node in level:
+            if isinstance(node, dict):
+                children.extend(node.values())
+            elif isinstance(node, list):
+                children.extend(node)
+        level = [c for c in children if isinstance(c, (dict, list))]
+    return depth
+
+
+def _json_pixels(body: bytes, batch: bool) -> np.ndarray:
+    """JSON {"pixels": ...} or {"images": [...]} -> (N, 28, 28); RequestError naming the fault."""
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "the JSON is nested too deeply to parse") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RequestError(400, f"the body is not valid JSON ({err})") from None
+    except ValueError:  # Python refuses to convert integers of over 4,300 digits
+        raise RequestError(400, "the JSON holds a number with too many digits") from None
+    if _json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        message = f"the JSON is nested too deeply: digits need at most {MAX_JSON_DEPTH} levels"
+        raise RequestError(400, message)
     field = "images" if batch else "pixels"
     try:
         if batch:
@@ -169,7 +226,7 @@ def _validation_message(err: ValidationError, field: str) -> str:
 
 
 async def _parse_image(request: Request, body: bytes, batch: bool) -> np.ndarray:
-    return _image(body, _media_type(request))
+    return await run_in_threadpool(_image, body, _media_type(request))
 
 
 async def _parse_form(request: Request, body: bytes, batch: bool) -> np.ndarray:
@@ -187,7 +244,10 @@ async def _parse_form(request: Request, body: bytes, batch: bool) -> np.ndarray:
         uploads = [f for f in fields if isinstance(f, UploadFile)]
         if not fields or len(uploads) != len(fields):
             raise RequestError(400, f"the form has no '{name}' upload")
-        images = [_image(await f.read(), f.content_type) for f in uploads[: MAX_BATCH + 1]]
+        images = [
+            await run_in_threadpool(_image, await f.read(), f.content_type)
+            for f in uploads[: MAX_BATCH + 1]
+        ]
         return np.concatenate(images)
     finally:
         await form.close()
@@ -202,15 +262,16 @@ PARSERS: dict[str, Parser] = {
 BATCH_TYPES = ("application/json", "multipart/form-data")
 
 
-async def _pixels(request: Request, limit: int, batch: bool) -> np.ndarray:
+async def _pixels(request: Request, limit: int, timeout: float, batch: bool) -> np.ndarray:
     """The request's digits as (N, 28, 28) pixels in [0, 1], by its media type."""
     kind = _media_type(request)
     if kind not in (BATCH_TYPES if batch else PARSERS):
         expected = "application/json or multipart/form-data" + (
             "" if batch else ", image/png, image/jpeg"
         )
-        raise RequestError(415, f"unsupported media type {kind or 'none'!r}; send {expected}")
-    return await PARSERS[kind](request, await _read_body(request, limit), batch)
+        message = f"unsupported media type {kind or 'none'!r}; send {expected}"
+        raise RequestError(415, message, close=True)  # refused unread
+    return await PARSERS[kind](request, await _read_body(request, limit, timeout), batch)
 
 
 def _image(data: bytes, kind: str | None) -> np.ndarray:
@@ -223,18 +284,6 @@ def _image(data: bytes, kind: str | None) -> np.ndarray:
         raise RequestError(422, str(err)) from None
     except InputError as err:  # not decodable as a PNG or JPEG
         raise RequestError(400, str(err)) from None
-
-
-def card_normalization(card: dict) -> tuple[float, float]:
-    """The (mean, std) a model card says its inputs were standardized with."""
-    try:
-        norm = card["input"]["normalization"]
-        mean, std = float(norm["mean"]), float(norm["std"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError("the model card gives no input.normalization mean and std") from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise CheckpointError(f"the model card's normalization {norm} needs a finite mean, std > 0")
-    return mean, std
 
 
 def _request_body(model: type[BaseModel], field: str, images: bool) -> dict:
@@ -257,42 +306,65 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(model_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The service: GET /health, POST /predict, POST /predict/batch."""
-    model, card = load_package(model_dir)
-    mean, std = card_normalization(card)  # applied to every input, as the model was trained
-    version = f"{card['name']}:{card['version']}+{card['sha256'][:12]}"
-    app = FastAPI(title="dlbook MNIST service", version=card["version"])
+def create_app(
+    model_dir: Path,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    *,
+    body_timeout: float = BODY_TIMEOUT,
+    docs: bool = False,
+) -> FastAPI:
+    """The service: GET /health, POST /predict, POST /predict/batch (and with `docs`, /docs,
+    /redoc and /openapi.json). Raises CheckpointError if the package is not usable."""
+    model, raw_card = load_package(model_dir)  # the card is verified and validated
+    card = validate_card(raw_card)
+    norm = card.input.normalization  # applied to every input, as the model was trained
+    version = f"{card.name}:{card.version}+{raw_card['sha256'][:12]}"
+    health_body = Health(
+        status="ok",
+        model_version=version,
+        architecture=card.architecture.model_dump(),
+        test_accuracy=card.metrics.test_acc,
+    )
+    app = FastAPI(  # the interactive pages and the schema only when asked for
+        title="dlbook MNIST service",
+        version=card.version,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
 
     @app.exception_handler(RequestError)
     async def client_error(request: Request, err: RequestError) -> JSONResponse:
-        return JSONResponse({"error": err.message, "status": err.status}, status_code=err.status)
+        return error_response(err.status, err.message, err.close)
+
+    @app.exception_handler(HTTPException)  # routing: 404 unknown path, 405 wrong method
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        return error_response(err.status_code, str(err.detail))
+
+    @app.exception_handler(Exception)  # a bug: answered, logged, and the connection closed
+    async def server_error(request: Request, err: Exception) -> JSONResponse:
+        return error_response(500, "internal server error", close=True)
 
     @torch.inference_mode()
-    def infer(X: torch.Tensor) -> tuple[list[int], list[list[float]]]:
+    def infer(pixels: np.ndarray) -> tuple[list[int], list[list[float]], float]:
+        X = normalize_pixels(pixels, norm.mean, norm.std)  # (N, 1, 28, 28)
+        tic = time.perf_counter()
         probs = torch.softmax(model(X), dim=1)  # (N, 10)
-        return probs.argmax(1).tolist(), probs.tolist()
+        latency_ms = round(1e3 * (time.perf_counter() - tic), 3)
+        return probs.argmax(1).tolist(), probs.tolist(), latency_ms
 
     @app.get("/health")
     def health() -> Health:
-        return Health(
-            status="ok",
-            model_version=version,
-            architecture=card["architecture"],
-            test_accuracy=card["metrics"].get("test_acc"),
-        )
+        return health_body
 
     @app.post(
         "/predict", responses=ERRORS, openapi_extra=_request_body(PixelsRequest, "file", True)
     )
     async def predict(request: Request) -> PredictResponse:
-        pixels = await _pixels(request, max_upload_bytes, batch=False)
+        pixels = await _pixels(request, max_upload_bytes, body_timeout, batch=False)
         if len(pixels) != 1:
             raise RequestError(422, "/predict takes one image; use /predict/batch for several")
-        X = normalize_pixels(pixels, mean, std)  # (1, 1, 28, 28)
-        tic = time.perf_counter()
-        labels, probs = await run_in_threadpool(infer, X)
-        latency_ms = round(1e3 * (time.perf_counter() - tic), 3)
+        labels, probs, latency_ms = await run_in_threadpool(infer, pixels)
         return PredictResponse(
             label=labels[0], probabilities=probs[0], model_version=version, latency_ms=latency_ms
         )
@@ -303,16 +375,14 @@ def create_app(model_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Fas
         openapi_extra=_request_body(BatchRequest, "files", False),
     )
     async def predict_batch(request: Request) -> BatchResponse:
-        pixels = await _pixels(request, max_upload_bytes, batch=True)
+        pixels = await _pixels(request, max_upload_bytes, body_timeout, batch=True)
         if len(pixels) > MAX_BATCH:
             raise RequestError(422, f"at most {MAX_BATCH} images per batch")
-        X = normalize_pixels(pixels, mean, std)  # (N, 1, 28, 28)
-        tic = time.perf_counter()
-        labels, probs = await run_in_threadpool(infer, X)
+        labels, probs, latency_ms = await run_in_threadpool(infer, pixels)
         return BatchResponse(
             predictions=[Prediction(label=k, probabilities=p) for k, p in zip(labels, probs)],
             model_version=version,
-            latency_ms=round(1e3 * (time.perf_counter() - tic), 3),
+            latency_ms=latency_ms,
         )
 
     return app
@@ -355,8 +425,14 @@ def running_server(
     threads: int = 1,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     timeout: float = 60.0,
+    body_timeout: float = BODY_TIMEOUT,
+    keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT,
+    max_concurrency: int = MAX_CONCURRENCY,
+    docs: bool = False,
 ) -> Iterator[str]:
     """Run `python -m dlbook.serve` on a free loopback port for the block; yield its base URL.
+
+    The keywords after `timeout` are the server's options of the same names (see `main`).
 
     Waits until /health answers (RuntimeError with the server's output if it exits or
     `timeout` seconds pass), and stops the server on exit: SIGTERM (uvicorn shuts down
@@ -365,7 +441,9 @@ def running_server(
     port = free_port()
     command = [sys.executable, "-m", "dlbook.serve", "--model", str(model_dir)]
     command += ["--port", str(port), "--threads", str(threads)]
-    command += ["--max-upload-bytes", str(max_upload_bytes)]
+    command += ["--max-upload-bytes", str(max_upload_bytes), "--body-timeout", str(body_timeout)]
+    command += ["--keep-alive-timeout", str(keep_alive_timeout)]
+    command += ["--max-concurrency", str(max_concurrency)] + (["--docs"] if docs else [])
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty server never blocks
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -384,7 +462,9 @@ def running_server(
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the model and serve until interrupted."""
     parser = argparse.ArgumentParser(
-        prog="python -m dlbook.serve", description=(__doc__ or "").split("\n")[0]
+        prog="python -m dlbook.serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--model", type=Path, required=True, help="folder with model.safetensors and model.json"
@@ -396,19 +476,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (for the whole process)"
     )
-    parser.add_argument("--max-upload-bytes", type=int, default=MAX_UPLOAD_BYTES)
+    parser.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=MAX_UPLOAD_BYTES,
+        help="larger bodies get 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT,
+        help="seconds for a whole request body to arrive; a stalled client gets 408 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=KEEP_ALIVE_TIMEOUT,
+        help="seconds an idle keep-alive connection stays open (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=MAX_CONCURRENCY,
+        help="connections (and requests) served at once; beyond them the answer is 503 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--docs", action="store_true", help="serve /docs, /redoc and /openapi.json (off by default)"
+    )
     args = parser.parse_args(argv)
-    if not 0 <= args.port <= 65535 or args.threads < 1 or args.max_upload_bytes < 1:
-        parser.error("--port must be 0-65535, --threads and --max-upload-bytes at least 1")
-    torch.set_num_threads(args.threads)
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be 0-65535")
+    for flag in ("threads", "max_upload_bytes", "keep_alive_timeout", "max_concurrency"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if not (math.isfinite(args.body_timeout) and args.body_timeout > 0):
+        parser.error("--body-timeout must be a positive number of seconds")
     try:
-        app = create_app(args.model, args.max_upload_bytes)
-    except (CheckpointError, KeyError) as err:
+        app = create_app(
+            args.model, args.max_upload_bytes, body_timeout=args.body_timeout, docs=args.docs
+        )
+    except CheckpointError as err:
         print(f"error: cannot load the model from {args.model}: {err}", file=sys.stderr)
         return 2
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    torch.set_num_threads(args.threads)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=args.keep_alive_timeout,
+        # uvicorn counts the connection asking too: its limit N serves N - 1 at once
+        limit_concurrency=args.max_concurrency + 1,
+    )
     return 0
 
 
