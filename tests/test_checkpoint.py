@@ -97,3 +97,11 @@ def test_weights_only_checkpoint_cannot_resume(saved):
 def test_no_partial_files_are_left(saved):
     _, path = saved
     assert not list(path.parent.glob("*.part"))
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "null", "{}"])
+def test_metadata_that_is_not_a_checkpoint_record_is_refused(tmp_path, content):
+    path = dl.save_checkpoint(tmp_path / "m", torch.nn.Linear(2, 2))
+    path.with_suffix(".json").write_text(content)
+    with pytest.raises(dl.CheckpointError, match="is not a dlbook"):
+        dl.load_checkpoint(tmp_path / "m")

@@ -78,7 +78,7 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, Tensor], dict]:
         raise CheckpointError(
             f"checkpoint metadata {meta_path} is not valid JSON ({err})"
         ) from None
-    if record.get("format") != FORMAT:
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a {FORMAT} checkpoint")
     if file_digest(tensors_path) != record.get("sha256"):
         raise CheckpointError(
