@@ -1,5 +1,7 @@
 """Deployment formats against the eager model: ONNX Runtime, int8, torch.export."""
 
+import copy
+
 import pytest
 import torch
 
@@ -65,3 +67,36 @@ def test_runners_return_what_the_model_and_session_compute(trained_cnn, onnx_fil
     session = export.ort_session(onnx_file, threads=1)
     (out,) = export.ort_runner(session)(X)
     assert torch.equal(torch.from_numpy(out), export.run_onnx(session, X))
+
+
+def test_cached_onnx_is_reused_and_a_changed_file_is_exported_again(
+    trained_cnn, onnx_file, tmp_path, monkeypatch
+):
+    cached = export.cached_onnx(trained_cnn, tmp_path / "cache", "key")
+    assert cached.read_bytes() == onnx_file.read_bytes()  # the export, deterministic
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["key.onnx", "key.onnx.sha256"]
+    calls = []
+    real = export.export_onnx
+    monkeypatch.setattr(export, "export_onnx", lambda *a: calls.append(a) or real(*a))
+    assert export.cached_onnx(trained_cnn, tmp_path / "cache", "key") == cached
+    assert calls == []  # the recorded hash matched: reused
+    cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")  # stale or tampered
+    assert export.cached_onnx(trained_cnn, tmp_path / "cache", "key").read_bytes() == (
+        onnx_file.read_bytes()
+    )
+    assert len(calls) == 1
+    (tmp_path / "cache" / "key.onnx.sha256").unlink()  # no record: exported again
+    export.cached_onnx(trained_cnn, tmp_path / "cache", "key")
+    assert len(calls) == 2
+
+
+def test_verify_onnx_accepts_the_export_and_refuses_another_model(trained_cnn, onnx_file, mnist):
+    X = mnist.X_test[:64]
+    session = export.ort_session(onnx_file, threads=1)
+    agree, account = export.verify_onnx(trained_cnn, session, X)
+    assert agree and "0 of 64 labels differ" in account
+    other = copy.deepcopy(trained_cnn)
+    with torch.no_grad():
+        next(other.parameters()).mul_(1.01)  # a slightly different model
+    agree, account = export.verify_onnx(other, session, X)
+    assert not agree and "tolerance 0.0001" in account

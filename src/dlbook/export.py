@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,32 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
             node.metadata_props.clear()
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cached_onnx(model: nn.Module, cache_dir: Path, key: str) -> Path:
+    """`model` exported to ONNX as cache_dir/<key>.onnx, reused only while the file's SHA-256
+    matches the one recorded beside it when it was written; else exported again.
+
+    `key` names the weights (their SHA-256), so other weights never find this file. Writes go to
+    a temporary name first and are renamed into place, so a concurrent reader sees either no
+    file, or a whole one with its record (the export is deterministic: same weights, same bytes).
+    """
+    path = cache_dir / f"{key}.onnx"
+    record = cache_dir / f"{key}.onnx.sha256"
+    with contextlib.suppress(OSError):  # missing or unreadable: export again
+        if record.read_text().strip() == _sha256(path):
+            return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = export_onnx(model, cache_dir / f".{key}.{os.getpid()}.onnx")
+    tmp_record = tmp.with_name(tmp.name + ".sha256")
+    tmp_record.write_text(_sha256(tmp) + "\n")
+    os.replace(tmp, path)
+    os.replace(tmp_record, record)
     return path
 
 
@@ -110,6 +138,26 @@ def eager_runner(model: nn.Module) -> Callable[[Tensor], Tensor]:
 def ort_runner(session: Any) -> Callable[[Tensor], list]:
     """X -> the outputs of an ONNX Runtime session on X (one batch, no splitting), for timing."""
     return lambda X: session.run(None, {"X": X.numpy()})
+
+
+def verify_onnx(model: nn.Module, session: Any, X: Tensor, atol: float = 1e-4) -> tuple[bool, str]:
+    """Do an ONNX Runtime session and the eager model agree on X (N, 1, 28, 28)?
+
+    Agreement: max |logit difference| <= atol, and the same label for every image whose eager
+    top-two margin exceeds 2 * atol (below that, rounding may legitimately swap a near-tie).
+    Returns (agree, a one-line account).
+    """
+    eager = logits_of(model.cpu().eval(), X)  # (N, 10)
+    onnx = run_onnx(session, X)  # (N, 10)
+    diff = (eager - onnx).abs().max().item()
+    top2 = eager.topk(2, dim=1).values  # (N, 2)
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * atol
+    swapped = int((eager.argmax(1) != onnx.argmax(1))[clear].sum())
+    account = (
+        f"max |logit difference| {diff:.2e} (tolerance {atol:g}), "
+        f"{swapped} of {len(X)} labels differ"
+    )
+    return diff <= atol and swapped == 0, account
 
 
 def parity(reference: Tensor, other: Tensor) -> dict:
