@@ -65,6 +65,9 @@ def test_health(server, package):
     _, card = load_package(package)
     assert body["status"] == "ok" and body["model_version"].startswith("dlbook-mnist-mlp:0.1.0+")
     assert body["model_version"].endswith(card["sha256"][:12])
+    assert body["backend"] == "onnx"  # the default
+    cache = list((package.parent / ".onnx-cache").glob("*.onnx"))  # exported once, beside it
+    assert len(cache) == 1 and cache[0].with_name(cache[0].name + ".sha256").exists()
 
 
 def test_predict_json_has_label_probabilities_version_latency(server, mnist):
@@ -417,7 +420,9 @@ def test_help_documents_the_limits(capsys):
         serve.main(["--help"])
     out = capsys.readouterr().out
     assert info.value.code == 0
-    for flag in ("--body-timeout", "--keep-alive-timeout", "--max-concurrency", "--docs"):
+    flags = ("--body-timeout", "--keep-alive-timeout", "--max-concurrency", "--docs")
+    flags += ("--backend", "--threads", "--batch-window-ms", "--max-batch")
+    for flag in flags:
         assert flag in out
 
 
@@ -516,3 +521,99 @@ def test_malformed_card_exits_2_with_one_line(package, tmp_path, capsys, edit, w
     err = capsys.readouterr().err
     assert err.startswith("error: cannot load the model") and words in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _expected_probs(package, mnist, n: int) -> np.ndarray:
+    """Eager PyTorch's probabilities (n, 10) for the first n test images, in process."""
+    model, _ = load_package(package)
+    X = dl.preprocess.normalize_pixels(np.stack([pixels_of(mnist, i) for i in range(n)]))
+    with torch.inference_mode():
+        return torch.softmax(model(X), 1).numpy()
+
+
+def _predict_concurrently(url: str, mnist, n: int) -> list[dict]:
+    """Test images 0..n-1 posted to /predict by 16 clients at once; the answers in order."""
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(16) as pool:
+        return list(
+            pool.map(
+                lambda i: (
+                    client.post("/predict", json={"pixels": pixels_of(mnist, i).tolist()})
+                    .raise_for_status()
+                    .json()
+                ),
+                range(n),
+            )
+        )
+
+
+def test_eager_backend_is_selectable_and_answers_alike(package, mnist):
+    expected = _expected_probs(package, mnist, 20)
+    with serve.running_server(package, backend="eager") as url:
+        assert httpx.get(f"{url}/health").json()["backend"] == "eager"
+        got = _predict_concurrently(url, mnist, 20)
+    np.testing.assert_allclose([g["probabilities"] for g in got], expected, atol=1e-6)
+
+
+def test_batching_routes_each_answer_to_its_request(package, mnist):
+    expected = _expected_probs(package, mnist, 48)
+    with serve.running_server(package, batch_window_ms=20, max_batch=8) as url:
+        got = _predict_concurrently(url, mnist, 48)
+        images = [pixels_of(mnist, i).tolist() for i in range(20)]  # over max_batch: alone
+        batch = httpx.post(f"{url}/predict/batch", json={"images": images}).json()
+    np.testing.assert_allclose([g["probabilities"] for g in got], expected, atol=1e-6)
+    assert [g["label"] for g in got] == expected.argmax(1).tolist()
+    batch_probs = [p["probabilities"] for p in batch["predictions"]]
+    np.testing.assert_allclose(batch_probs, expected[:20], atol=1e-6)
+
+
+def _batched(window_ms: float, max_batch: int, sizes: list[int], fail: bool = False):
+    """Run one Batcher call per size at once; (the sizes of the inference calls, answers)."""
+    calls: list[int] = []
+
+    def infer(X: torch.Tensor) -> tuple[np.ndarray, float]:
+        if fail:
+            raise RuntimeError("a bug")
+        calls.append(len(X))
+        return X.reshape(len(X), -1)[:, :10].numpy(), 1.0  # each image's own first pixels
+
+    batcher = serve.Batcher(infer, window_ms, max_batch)
+    inputs = [torch.full((n, 1, 28, 28), float(i)) for i, n in enumerate(sizes)]
+
+    async def all_at_once() -> list:
+        return await asyncio.gather(*(batcher(X) for X in inputs), return_exceptions=True)
+
+    return calls, inputs, asyncio.run(all_at_once())
+
+
+def test_batcher_collects_concurrent_requests_up_to_max_batch():
+    calls, inputs, answers = _batched(window_ms=50, max_batch=4, sizes=[1, 2, 1, 1, 3, 9, 1])
+    assert sorted(calls) == [1, 4, 4, 9]  # in order: [1, 2, 1], [1, 3], [1]; the 9 alone
+    for X, (probs, ms) in zip(inputs, answers):
+        assert probs.shape == (len(X), 10) and np.all(probs == X[0, 0, 0, 0].item())
+        assert ms == 1.0
+
+
+def test_batcher_hands_an_inference_error_to_every_request():
+    _, _, answers = _batched(window_ms=10, max_batch=8, sizes=[1, 1, 2], fail=True)
+    assert all(isinstance(a, RuntimeError) for a in answers)
+
+
+def test_refuses_to_start_when_onnx_runtime_disagrees_with_eager(package, monkeypatch, capsys):
+    monkeypatch.setattr(serve, "VERIFY_ATOL", -1.0)  # no difference can pass
+    assert serve.main(["--model", str(package), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ONNX Runtime disagrees with eager PyTorch" in err and "--backend eager" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_onnx_is_exported_to_a_temporary_folder_where_the_cache_cannot_be_written(
+    package, tmp_path
+):
+    model, _ = load_package(package)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    X = serve._verification_batch(0.1307, 0.3081)
+    run, note = serve.onnx_runner(model, "key", blocked / "cache", X, threads=1)
+    assert "temporary folder" in note and "0 of 32 labels differ" in note
+    with torch.inference_mode():
+        np.testing.assert_allclose(run(X), model(X).numpy(), atol=serve.VERIFY_ATOL)
