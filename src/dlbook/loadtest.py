@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from .preprocess import digit_to_png
-from .serve import running_server
+from .serve import BATCH_WINDOW_MS, running_server
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def format_table(results: dict[str, LoadResult]) -> str:
 def compare(
     model_dir: Path | str,
     backends: Sequence[str] = ("eager", "onnx"),
-    batch_windows_ms: Sequence[float] = (0.0,),
+    batch_windows_ms: Sequence[float] = (BATCH_WINDOW_MS,),
     *,
     requests: int = 2000,
     concurrency: int = 16,
@@ -288,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-window-ms",
         type=float,
         nargs="+",
-        default=[0.0],
-        help="the services' batching windows to compare (0: off)",
+        default=[BATCH_WINDOW_MS],
+        help="the services' batching windows to compare (0: off; default: the service's, "
+        "%(default)s)",
     )
     parser.add_argument(
         "--client", choices=CLIENTS, default="raw", help="see above (default: %(default)s)"

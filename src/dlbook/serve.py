@@ -71,7 +71,7 @@ KEEP_ALIVE_TIMEOUT = 5  # seconds an idle connection stays open (uvicorn's defau
 MAX_CONCURRENCY = 64  # connections served at once; beyond them 503
 BACKENDS = ("onnx", "eager")
 VERIFY_ATOL = 1e-4  # float32 logits of two runtimes summing in different orders differ ~1e-6
-BATCH_WINDOW_MS = 0.0  # collect concurrent requests this long for one inference call (0: off)
+BATCH_WINDOW_MS = 2.0  # collect concurrent requests this long for one inference call (0: off)
 BATCH_IMAGES = 32  # most images in one collected inference call
 
 # The request contract, as JSON Schema in /openapi.json.
