@@ -71,6 +71,7 @@ _SUBMODULES = {
     "execute",
     "export",
     "history",
+    "loadtest",
     "metrics",
     "models",
     "package",
