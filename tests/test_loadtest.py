@@ -3,6 +3,7 @@ request. No timed assertions: speed goals are met in benchmarks, not in unit tes
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
@@ -51,6 +52,15 @@ def test_mnist_pngs_are_real_digits(pngs, mnist):
 @pytest.mark.parametrize("client", loadtest.CLIENTS)
 def test_small_run_has_no_errors_and_all_numbers(server, pngs, client):
     _check_numbers(loadtest.run_load(server, pngs, requests=60, concurrency=4, client=client), 60)
+
+
+def test_runs_inside_a_running_event_loop(server, pngs):
+    """As from a Jupyter cell, where an event loop is already running."""
+
+    async def cell() -> loadtest.LoadResult:
+        return loadtest.run_load(server, pngs, requests=20, concurrency=4)
+
+    _check_numbers(asyncio.run(cell()), 20)
 
 
 def test_errors_are_counted_not_raised(pngs):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -207,7 +208,14 @@ def run_load(
         raise ValueError(
             f"requests and concurrency must be at least 1, pngs not empty, client in {CLIENTS}"
         )
-    return asyncio.run(_load(url, pngs, requests, concurrency, timeout, client))
+    load = _load(url, pngs, requests, concurrency, timeout, client)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop in this thread: the usual case, a script or a test
+        return asyncio.run(load)
+    # Inside a running loop (a Jupyter cell): run the client's own loop in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, load).result()
 
 
 def format_table(results: dict[str, LoadResult]) -> str:
@@ -307,16 +315,14 @@ def main(argv: list[str] | None = None) -> int:
         result = run_load(args.url, pngs, args.requests, args.concurrency, client=args.client)
         results = {args.url: result}
     else:
+        options = {k: getattr(args, k) for k in ("requests", "concurrency", "rounds", "threads")}
         results = compare(
             args.model,
             args.backends,
             args.batch_window_ms,
-            requests=args.requests,
-            concurrency=args.concurrency,
-            rounds=args.rounds,
-            threads=args.threads,
             pngs=pngs,
             client=args.client,
+            **options,
         )
     rounds = "" if args.url else f" x {args.rounds} round(s)"
     print(f"{args.requests} requests{rounds}, {args.concurrency} concurrent {args.client} clients")

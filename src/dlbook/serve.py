@@ -543,12 +543,12 @@ def create_app(
 
     # The answers are written as JSON directly (the declared models document them): building
     # and validating pydantic objects costs more per request than the ONNX Runtime inference.
-    @app.post(
-        "/predict",
-        response_model=PredictResponse,
-        responses=ERRORS,
-        openapi_extra=_request_body(PixelsRequest, "file", True),
-    )
+    def route(path: str, response: type[BaseModel], body: type[BaseModel], single: bool) -> Any:
+        """A POST endpoint documenting its JSON body and its upload field."""
+        extra = _request_body(body, "file" if single else "files", single)
+        return app.post(path, response_model=response, responses=ERRORS, openapi_extra=extra)
+
+    @route("/predict", PredictResponse, PixelsRequest, single=True)
     async def predict(request: Request) -> Response:
         probs, latency_ms = await predict_probs(request, batch=False)
         label = int(probs[0].argmax())
@@ -561,12 +561,7 @@ def create_app(
             }
         )
 
-    @app.post(
-        "/predict/batch",
-        response_model=BatchResponse,
-        responses=ERRORS,
-        openapi_extra=_request_body(BatchRequest, "files", False),
-    )
+    @route("/predict/batch", BatchResponse, BatchRequest, single=False)
     async def predict_batch(request: Request) -> Response:
         probs, latency_ms = await predict_probs(request, batch=True)
         predictions = [
