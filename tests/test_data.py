@@ -107,7 +107,8 @@ def test_damaged_extracted_files_are_extracted_again(tmp_path, mnist_archives, m
     assert torch.equal(fresh.y_train, mnist.y_train) and torch.equal(fresh.X_test, mnist.X_test)
 
 
-def test_damaged_extracted_file_without_its_archive_is_named(tmp_path, mnist_archives):
+def test_damaged_extracted_file_without_its_archive_is_named(tmp_path, monkeypatch, mnist_archives):
+    monkeypatch.delenv("DLBOOK_MNIST_MIRROR", raising=False)  # else the mirror restores it
     raw = _seeded(tmp_path, mnist_archives)
     dl.ensure_mnist(tmp_path)
     (raw / "t10k-labels-idx1-ubyte.gz").unlink()
