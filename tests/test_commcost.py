@@ -7,6 +7,7 @@ from dlbook.commcost import (
     Link,
     best_world_size,
     data_parallel_speedup,
+    efficient_world_size,
     ring_allreduce_seconds,
 )
 
@@ -54,3 +55,11 @@ def test_the_speedup_peaks_sooner_on_a_slower_link():
     assert fast[0] == slow[0] == 1
     assert (fast >= slow).all()
     assert best_world_size(1.0, 500e6, ETHERNET_100G) < best_world_size(1.0, 500e6, NVLINK_H100)
+
+
+def test_the_efficient_world_size_is_where_half_the_ideal_is_lost():
+    t1, size = 1.0, 500e6
+    n = efficient_world_size(t1, size, ETHERNET_100G)
+    speedups = data_parallel_speedup(t1, size, np.array([n, n + 1]), ETHERNET_100G)
+    assert speedups[0] / n >= 0.5 > speedups[1] / (n + 1)
+    assert n <= best_world_size(t1, size, ETHERNET_100G)

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from dlbook.distributed import (
     torchrun_command,
     torchrun_env,
     train,
+    wait_for_step,
 )
 from dlbook.fsdp import measure
 from dlbook.serve import free_port
@@ -68,21 +68,6 @@ def test_two_ranks_take_the_steps_of_one_process_with_the_whole_batch(tmp_path, 
     assert max(diffs) <= 1e-6  # float32 round-off of two sums instead of one
 
 
-def _wait_for_step(progress, step, process, timeout=90):
-    """The progress record once rank 0 has passed `step` (the run must still be going)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        try:
-            record = json.loads(progress.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            record = {"step": -1}
-        if record["step"] >= step:
-            return record
-        time.sleep(0.02)
-    pytest.fail(f"rank 0 did not reach step {step} within {timeout} s")
-
-
 def test_a_killed_worker_is_restarted_and_resumes_to_the_same_model(tmp_path, env):
     args = ["--recipe", "cnn", "--epochs", "2", "--train-size", "3000", "--checkpoint-every", "8"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -94,7 +79,7 @@ def test_a_killed_worker_is_restarted_and_resumes_to_the_same_model(tmp_path, en
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     ) as p:  # its own session: torchrun's clean-up signals must not reach pytest
-        record = _wait_for_step(killed / "progress-0.json", 20, p)
+        record = wait_for_step(killed / "progress-0.json", 20, p)
         os.kill(record["pids"][1], signal.SIGKILL)  # rank 1, in the middle of epoch 1
         log = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 0, log[-3000:]

@@ -80,3 +80,10 @@ def test_the_package_has_no_import_cycle():
 
     for module in graph:
         visit(module, (module,))
+
+
+def test_every_module_is_reachable_from_the_package():
+    import dlbook
+
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert modules == dlbook._SUBMODULES

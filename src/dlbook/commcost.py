@@ -48,3 +48,12 @@ def best_world_size(compute_seconds: float, num_bytes: float, link: Link, max_n:
     """The world size at which the fixed-batch speedup peaks (adding devices after it hurts)."""
     sizes = np.arange(1, max_n + 1)
     return int(sizes[np.argmax(data_parallel_speedup(compute_seconds, num_bytes, sizes, link))])
+
+
+def efficient_world_size(
+    compute_seconds: float, num_bytes: float, link: Link, efficiency: float = 0.5, max_n: int = 4096
+) -> int:
+    """The largest world size whose speedup is still `efficiency` × N or more."""
+    sizes = np.arange(1, max_n + 1)
+    speedup = data_parallel_speedup(compute_seconds, num_bytes, sizes, link)
+    return int(sizes[speedup / sizes >= efficiency].max())

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -417,7 +419,7 @@ def train(ctx: Context, run: RunConfig, data: MNISTSplits, log=print) -> dict[st
         "resumed_from_step": resumed_from,
         "restart_count": attempt,
         "train_seconds": seconds,
-        "images_per_second": images / seconds if seconds else float("nan"),
+        "images_per_second": images / seconds if images else None,
         "step_ms": 1e3 * seconds / max(state.step - resumed_from, 1),
         "allreduce_ms": reduce_ms,
         "num_params": num_params,
@@ -426,9 +428,9 @@ def train(ctx: Context, run: RunConfig, data: MNISTSplits, log=print) -> dict[st
         "history": state.history.to_dict(),
         "pids": pids,
     }
+    speed = f"{images / seconds:.0f} images/s" if images else "nothing left to train"
     say(
-        f"done: {state.step} steps, test acc {test_acc:.4f}, "
-        f"{metrics['images_per_second']:.0f} images/s, "
+        f"done: {state.step} steps, test acc {test_acc:.4f}, {speed}, "
         f"all-reduce of {num_params:,} floats {reduce_ms:.2f} ms"
     )
     return metrics
@@ -449,6 +451,45 @@ def torchrun_command(
         module,
         *args,
     ]
+
+
+def wait_for_step(
+    progress: Path, step: int, process: subprocess.Popen, timeout: float = 300
+) -> dict[str, Any]:
+    """Rank 0's progress record once it has passed `step`; an error if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the run ended (status {process.returncode}) before step {step}")
+        try:
+            record = json.loads(progress.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):  # not written yet
+            record = {"step": -1}
+        if record["step"] >= step:
+            return record
+        time.sleep(0.02)
+    raise TimeoutError(f"rank 0 did not reach step {step} within {timeout:g} s")
+
+
+def run_torchrun(
+    args: Sequence[str],
+    nproc: int = 2,
+    *,
+    module: str = "dlbook.distributed",
+    timeout: float | None = None,
+) -> str:
+    """Run `module` under torchrun in its own session; its output, or an error with its tail."""
+    done = subprocess.run(
+        torchrun_command(args, nproc, module=module),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,  # torchrun's clean-up signals stay in there
+    )
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr)[-3000:]
+        raise RuntimeError(f"torchrun exited with status {done.returncode}:\n{tail}")
+    return done.stdout
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -553,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local))
         with process_group(args.device, args.timeout) as ctx:
             data = _load_data(ctx)
-            metrics = train(ctx, run, data)
+            metrics = train(ctx, run, data, log=functools.partial(print, flush=True))
         if metrics and args.metrics_out is not None:
             args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
             _write_json(args.metrics_out, metrics)
