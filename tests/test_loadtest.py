@@ -109,3 +109,22 @@ def test_merge_pools_latencies():
     merged = loadtest.LoadResult.merge([a, b])
     assert (merged.requests, merged.errors, merged.first_error) == (4, 1, "HTTP 500")
     assert math.isclose(merged.throughput, 1.0) and merged.percentile(50) == 4.0
+
+
+def test_named_settings_include_several_worker_processes(package, pngs):
+    settings = [("eager", 0.0, 1), ("onnx", 2.0, 2)]
+    results = loadtest.compare(
+        package, settings=settings, requests=20, concurrency=4, rounds=1, pngs=pngs
+    )
+    assert list(results) == ["eager, batch 0 ms", "onnx, batch 2 ms, 2 workers"]
+    for result in results.values():
+        _check_numbers(result, 20)
+
+
+def test_a_malformed_setting_is_refused(capsys):
+    for bad in ("onnx:2", "gpu:2:1", "onnx:x:1", "onnx:2:0"):
+        with pytest.raises(SystemExit) as info:
+            loadtest.main(["--url", "http://x", "--setting", bad])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "e.g. onnx:2:2" in err or "at least 1 worker" in err

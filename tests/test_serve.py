@@ -421,9 +421,12 @@ def test_help_documents_the_limits(capsys):
     out = capsys.readouterr().out
     assert info.value.code == 0
     flags = ("--body-timeout", "--keep-alive-timeout", "--max-concurrency", "--docs")
-    flags += ("--backend", "--threads", "--batch-window-ms", "--max-batch")
+    flags += ("--backend", "--threads", "--batch-window-ms", "--max-batch", "--workers")
     for flag in flags:
         assert flag in out
+    with pytest.raises(SystemExit) as info:
+        serve.main(["--model", "x", "--workers", "0"])
+    assert info.value.code == 2 and "--workers must be at least 1" in capsys.readouterr().err
 
 
 def _large_png() -> bytes:
@@ -551,6 +554,14 @@ def test_eager_backend_is_selectable_and_answers_alike(package, mnist):
     with serve.running_server(package, backend="eager") as url:
         assert httpx.get(f"{url}/health").json()["backend"] == "eager"
         got = _predict_concurrently(url, mnist, 20)
+    np.testing.assert_allclose([g["probabilities"] for g in got], expected, atol=1e-6)
+
+
+def test_several_worker_processes_answer_alike(package, mnist):
+    expected = _expected_probs(package, mnist, 24)
+    with serve.running_server(package, workers=2) as url:
+        assert httpx.get(f"{url}/health").json()["backend"] == "onnx"
+        got = _predict_concurrently(url, mnist, 24)
     np.testing.assert_allclose([g["probabilities"] for g in got], expected, atol=1e-6)
 
 

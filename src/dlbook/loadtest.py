@@ -9,6 +9,10 @@ settings take turns, so a change in the machine's load hits all of them alike):
     python -m dlbook.loadtest --model artifacts/package/cnn-1.0.0 \\
         --backends eager onnx --batch-window-ms 0 2 --rounds 3
 
+or exactly the settings named, each BACKEND:BATCH_WINDOW_MS:WORKERS:
+    python -m dlbook.loadtest --model artifacts/package/cnn-1.0.0 \\
+        --setting eager:0:1 --setting onnx:2:1 --setting onnx:2:2 --rounds 3
+
 Each request POSTs one PNG (`Content-Type: image/png`) to /predict; a request counts as an
 error unless it answers 200 with a label. The clients are asyncio tasks in one thread, each with
 its own keep-alive connection. Two clients: `raw` (default) writes prepared HTTP/1.1 requests on
@@ -234,11 +238,38 @@ def format_table(results: dict[str, LoadResult]) -> str:
     return "\n".join(lines)
 
 
+Setting = tuple[str, float, int]  # (backend, batch window in ms, worker processes)
+
+
+def setting_name(setting: Setting) -> str:
+    """'onnx, batch 2 ms, 2 workers' (one worker is not named)."""
+    backend, window, workers = setting
+    return f"{backend}, batch {window:g} ms" + (f", {workers} workers" if workers > 1 else "")
+
+
+def parse_setting(text: str) -> Setting:
+    """'onnx:2:2' -> ('onnx', 2.0, 2): backend, batch window in ms, worker processes."""
+    try:
+        backend, window, workers = text.split(":")
+        setting = (backend, float(window), int(workers))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write BACKEND:WINDOW_MS:WORKERS, e.g. onnx:2:2"
+        ) from None
+    if backend not in ("eager", "onnx") or not 0 <= setting[1] <= 1000 or setting[2] < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: backend eager or onnx, window 0-1000 ms, at least 1 worker"
+        )
+    return setting
+
+
 def compare(
     model_dir: Path | str,
     backends: Sequence[str] = ("eager", "onnx"),
     batch_windows_ms: Sequence[float] = (BATCH_WINDOW_MS,),
     *,
+    workers: Sequence[int] = (1,),
+    settings: Sequence[Setting] | None = None,
     requests: int = 2000,
     concurrency: int = 16,
     rounds: int = 1,
@@ -247,15 +278,15 @@ def compare(
     pngs: Sequence[bytes] | None = None,
     client: str = "raw",
 ) -> dict[str, LoadResult]:
-    """Start the service once per (backend, batch window), then load each in turn for `rounds`
-    rounds of `requests` requests (after `warmup` unmeasured ones); results by setting name."""
+    """Start the service once per setting, then load each in turn for `rounds` rounds of
+    `requests` requests (after `warmup` unmeasured ones); results by setting name.
+
+    The settings are `settings` if given, else every (backend, batch window, workers).
+    """
     pngs = pngs or mnist_pngs()
-    settings = {
-        f"{backend}, batch {window:g} ms": (backend, window)
-        for backend in backends
-        for window in batch_windows_ms
-    }
-    runs: dict[str, list[LoadResult]] = {name: [] for name in settings}
+    chosen = settings or [(b, w, n) for b in backends for w in batch_windows_ms for n in workers]
+    by_name = {setting_name(setting): setting for setting in chosen}
+    runs: dict[str, list[LoadResult]] = {name: [] for name in by_name}
     with contextlib.ExitStack() as stack:
         urls = {
             name: stack.enter_context(
@@ -265,9 +296,10 @@ def compare(
                     backend=backend,
                     batch_window_ms=window,
                     max_concurrency=max(64, 2 * concurrency),
+                    workers=n,
                 )
             )
-            for name, (backend, window) in settings.items()
+            for name, (backend, window, n) in by_name.items()
         }
         for url in urls.values():
             run_load(url, pngs, warmup, concurrency, client=client)
@@ -306,7 +338,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="settings take turns this often")
     parser.add_argument("--threads", type=int, default=1, help="the services' --threads")
     parser.add_argument("--images", type=int, default=100, help="distinct MNIST test digits")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="the services' --workers to compare"
+    )
+    parser.add_argument(
+        "--setting",
+        type=parse_setting,
+        action="append",
+        metavar="BACKEND:WINDOW_MS:WORKERS",
+        help="compare exactly these settings instead of every combination of --backends, "
+        "--batch-window-ms and --workers (repeat it; e.g. --setting eager:0:1 --setting onnx:2:2)",
+    )
     args = parser.parse_args(argv)
+    if min(args.workers) < 1:
+        parser.error("--workers must be at least 1")
     for flag in ("requests", "concurrency", "rounds", "threads", "images"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
@@ -322,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             args.batch_window_ms,
             pngs=pngs,
             client=args.client,
+            workers=args.workers,
+            settings=args.setting,
             **options,
         )
     rounds = "" if args.url else f" x {args.rounds} round(s)"

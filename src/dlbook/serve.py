@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -620,6 +621,7 @@ def running_server(
     backend: str = "onnx",
     batch_window_ms: float = BATCH_WINDOW_MS,
     max_batch: int = BATCH_IMAGES,
+    workers: int = 1,
 ) -> Iterator[str]:
     """Run `python -m dlbook.serve` on a free loopback port for the block; yield its base URL.
 
@@ -636,7 +638,7 @@ def running_server(
     command += ["--keep-alive-timeout", str(keep_alive_timeout)]
     command += ["--max-concurrency", str(max_concurrency)] + (["--docs"] if docs else [])
     command += ["--backend", backend, "--batch-window-ms", str(batch_window_ms)]
-    command += ["--max-batch", str(max_batch)]
+    command += ["--max-batch", str(max_batch), "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty server never blocks
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -721,6 +723,14 @@ def main(argv: list[str] | None = None) -> int:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own copy of the model; one "
+        "process runs its Python on one core at a time, so give it about one per core the "
+        "service may use (default: %(default)s)",
+    )
+    parser.add_argument(
         "--docs", action="store_true", help="serve /docs, /redoc and /openapi.json (off by default)"
     )
     args = parser.parse_args(argv)
@@ -732,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         "keep_alive_timeout",
         "max_concurrency",
         "max_batch",
+        "workers",
     ):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
@@ -740,36 +751,51 @@ def main(argv: list[str] | None = None) -> int:
     if not (math.isfinite(args.batch_window_ms) and 0 <= args.batch_window_ms <= 1000):
         parser.error("--batch-window-ms must be 0 (off) to 1000")
     torch.set_num_threads(args.threads)
-    try:
-        app = create_app(
-            args.model,
-            args.max_upload_bytes,
-            body_timeout=args.body_timeout,
-            docs=args.docs,
-            backend=args.backend,
-            threads=args.threads,
-            batch_window_ms=args.batch_window_ms,
-            max_batch=args.max_batch,
-        )
+    options = {
+        "model_dir": str(args.model),
+        "max_upload_bytes": args.max_upload_bytes,
+        "body_timeout": args.body_timeout,
+        "docs": args.docs,
+        "backend": args.backend,
+        "threads": args.threads,
+        "batch_window_ms": args.batch_window_ms,
+        "max_batch": args.max_batch,
+    }
+    try:  # with several workers this checks the package (and caches the export) before they start
+        app = create_app(**{**options, "model_dir": args.model})
     except CheckpointError as err:
         print(f"error: cannot load the model from {args.model}: {err}", file=sys.stderr)
         return 2
     except BackendError as err:
         print(f"error: cannot serve with --backend {args.backend}: {err}", file=sys.stderr)
         return 2
-    print(f"serving {args.model} with {app.state.backend_note}", file=sys.stderr)
+    workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+    print(f"serving {args.model} with {app.state.backend_note}{workers}", file=sys.stderr)
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        timeout_keep_alive=args.keep_alive_timeout,
+    settings: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "timeout_keep_alive": args.keep_alive_timeout,
         # uvicorn counts the connection asking too: its limit N serves N - 1 at once
-        limit_concurrency=args.max_concurrency + 1,
-    )
+        "limit_concurrency": args.max_concurrency + 1,
+    }
+    if args.workers == 1:
+        uvicorn.run(app, **settings)
+    else:  # each worker process builds its own app from the same options
+        os.environ[WORKER_OPTIONS_ENV] = json.dumps(options)
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, **settings)
     return 0
+
+
+WORKER_OPTIONS_ENV = "DLBOOK_SERVE_OPTIONS"
+
+
+def app_from_env() -> FastAPI:
+    """One worker process's app, built from the options `main` left in the environment."""
+    options = json.loads(os.environ[WORKER_OPTIONS_ENV])
+    return create_app(**{**options, "model_dir": Path(options["model_dir"])})
 
 
 if __name__ == "__main__":
