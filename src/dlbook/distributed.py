@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -469,6 +470,35 @@ def wait_for_step(
             return record
         time.sleep(0.02)
     raise TimeoutError(f"rank 0 did not reach step {step} within {timeout:g} s")
+
+
+def run_killing_a_rank(
+    args: Sequence[str],
+    checkpoint_dir: Path,
+    kill_at: int,
+    nproc: int = 2,
+    *,
+    rank: int = -1,
+    timeout: float | None = None,
+) -> tuple[str, int]:
+    """Run under `torchrun --max-restarts 1`, SIGKILL `rank` once rank 0 has passed step
+    `kill_at`, and let the job restart; (its output, the last step before the kill)."""
+    command = torchrun_command(
+        [*args, "--checkpoint-dir", str(checkpoint_dir)], nproc, max_restarts=1
+    )
+    with subprocess.Popen(  # its own session: torchrun's clean-up signals stay in there
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as job:
+        progress = checkpoint_dir / "progress-0.json"  # the first attempt's
+        os.kill(wait_for_step(progress, kill_at, job)["pids"][rank], signal.SIGKILL)
+        output = job.communicate(timeout=timeout)[0]
+    if job.returncode != 0:
+        raise RuntimeError(f"torchrun exited with status {job.returncode}:\n{output[-3000:]}")
+    return output, json.loads(progress.read_text())["step"]
 
 
 def run_torchrun(
