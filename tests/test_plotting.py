@@ -67,3 +67,48 @@ def test_lr_sensitivity_marks_the_chosen_rate():
     ax = dl.plotting.plot_lr_sensitivity({"adam": {1e-2: 0.9, 1e-3: 0.95}}, chosen={"adam": 1e-3})
     assert list(ax.lines[0].get_xdata()) == [1e-3, 1e-2] and ax.get_xscale() == "log"
     assert list(ax.lines[1].get_xdata()) == [1e-3] and list(ax.lines[1].get_ydata()) == [0.95]
+
+
+def test_grouped_bars_draw_one_labelled_bar_per_group_and_series():
+    values = {"MLP": {"eager": 0.1, "onnx": 0.05}, "CNN": {"eager": 0.6, "onnx": 0.2}}
+    ax = dl.plotting.plot_grouped_bars(values, "ms", log=True, fmt="{:.2f}")
+    assert len(ax.patches) == 4 and ax.get_yscale() == "log" and ax.get_ylabel() == "ms"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["MLP", "CNN"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["eager", "onnx"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.05", "0.10", "0.20", "0.60"]
+
+
+def test_accuracy_vs_cost_draws_one_labelled_point_per_model():
+    acc = {"MLP": 0.97, "CNN": 0.99, "RNN": 0.95}
+    ax = dl.plotting.plot_accuracy_vs_cost(acc, {"MLP": 2e5, "CNN": 8e6, "RNN": 1e6}, "FLOPs")
+    assert len(ax.lines) == 3 and [t.get_text() for t in ax.texts] == ["MLP", "CNN", "RNN"]
+    assert list(ax.lines[1].get_xdata()) == [8e6] and list(ax.lines[1].get_ydata()) == [0.99]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == ("FLOPs", "test accuracy", "log")
+
+
+def test_image_rows_show_every_row_apart():
+    image = torch.rand(28, 28)  # raw pixels in [0, 1]
+    ax = dl.plotting.plot_image_rows(image)
+    canvas = ax.images[0].get_array()
+    assert canvas.shape == (2 * 28 - 1, 28)
+    assert (canvas[1::2] == 1).all()  # a white line between consecutive rows
+    assert torch.allclose(torch.as_tensor(canvas[::2]), 1 - image.double())
+    assert ax.get_yticklabels()[0].get_text() == "t=1" and "time step" in ax.get_ylabel()
+
+
+def test_image_patches_are_numbered_tokens():
+    X = torch.randn(1, 28, 28)  # a normalized image, as the chapters hold it
+    ax = dl.plotting.plot_image_patches(X, patch=7)
+    assert [t.get_text() for t in ax.texts] == [str(i) for i in range(1, 17)]
+    assert ax.images[0].get_array().shape == (4 * (7 + 3), 4 * 7 + 3 * 3)
+    assert "16 tokens of 7×7" in ax.get_xlabel()
+
+
+def test_stacked_shares_fill_each_bar_and_write_its_total():
+    parts = {"small": {"weights": 1.0, "activations": 3.0}, "big": {"weights": 10.0}}
+    ax = dl.plotting.plot_stacked_shares(parts, total_fmt="{:g} B".format)
+    assert len(ax.patches) == 4  # one segment per item and part, zero-width ones included
+    ends = [p.get_x() + p.get_width() for p in ax.patches]
+    assert max(ends) == 1.0 and sorted(t.get_text() for t in ax.texts) == ["10 B", "4 B"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["weights", "activations"]
+    assert ax.get_xlabel() == "share of the total"

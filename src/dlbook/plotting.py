@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.ticker import NullFormatter
 from torch import Tensor
 
 from .data import MNIST_MEAN, MNIST_STD
@@ -366,4 +367,126 @@ def plot_log_bars(
     ax.set_xlim(min(values.values()) / 3, max(values.values()) * 30)  # room for the labels
     ax.set(xlabel=xlabel, title=title)
     ax.grid(alpha=0.3, axis="x")
+    return ax
+
+
+def plot_grouped_bars(
+    values: dict[str, dict[str, float]],
+    ylabel: str,
+    ax: Axes | None = None,
+    *,
+    log: bool = False,
+    fmt: str = "{:.3g}",
+    title: str = "",
+) -> Axes:
+    """Bars grouped on x, one colour per series, each written: {group: {series: value}}."""
+    ax = _axes(ax, figsize=(5, 3.2))
+    series = list(dict.fromkeys(s for by_series in values.values() for s in by_series))
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
+        groups = [g for g in values if name in values[g]]
+        x = [list(values).index(g) + (i - (len(series) - 1) / 2) * width for g in groups]
+        heights = [values[g][name] for g in groups]
+        bars = ax.bar(x, heights, width, label=name)
+        ax.bar_label(bars, labels=[fmt.format(h) for h in heights], fontsize=7, padding=1)
+    ax.set_xticks(range(len(values)), list(values))
+    if log:
+        ax.set_yscale("log")
+    ax.margins(y=0.4 if log else 0.25)  # room for the legend above the bars
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, axis="y", which="both" if log else "major")
+    ax.legend(fontsize=7, loc="upper left", ncols=2)
+    return ax
+
+
+def plot_accuracy_vs_cost(
+    accuracy: dict[str, float],
+    cost: dict[str, float],
+    xlabel: str,
+    ax: Axes | None = None,
+    *,
+    log_x: bool = True,
+    title: str = "",
+) -> Axes:
+    """Test accuracy against one cost, one labelled point per model: {name: value} each."""
+    ax = _axes(ax, figsize=(4, 3.4))
+    for name, acc in accuracy.items():
+        ax.plot(cost[name], acc, marker="o", markersize=6, linestyle="none", label=name)
+        ax.annotate(name, (cost[name], acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only
+    ax.margins(x=0.2, y=0.15)
+    ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def _one_image(image: Tensor) -> np.ndarray:
+    """One digit, normalized (1, H, W) or raw (H, W) as _pixels reads them -> (H, W) in [0, 1]."""
+    return _pixels(image[None])[0]
+
+
+def plot_image_rows(image: Tensor, ax: Axes | None = None, title: str = "") -> Axes:
+    """One digit cut into its rows, drawn apart: the time steps of a recurrent reader."""
+    img = 1 - _one_image(image)  # dark ink on white
+    H, W = img.shape
+    canvas = np.ones((2 * H - 1, W))  # a white line between consecutive rows
+    canvas[::2] = img
+    ax = _axes(ax, figsize=(2.6, 3.6))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    steps = [1, 7, 14, 21, H]
+    ax.set_yticks([2 * (t - 1) for t in steps], [f"t={t}" for t in steps], fontsize=8)
+    ax.set_xticks([])
+    ax.set(ylabel="time step (one row each)", xlabel=f"{W} pixels per step", title=title)
+    return ax
+
+
+def plot_image_patches(image: Tensor, patch: int, ax: Axes | None = None, title: str = "") -> Axes:
+    """One digit cut into patch × patch squares, drawn apart and numbered: a ViT's tokens."""
+    img = 1 - _one_image(image)  # dark ink on white
+    n, gap = img.shape[0] // patch, 3  # a gap above each patch holds its token number
+    canvas = np.ones((n * (patch + gap), n * patch + (n - 1) * gap))
+    ax = _axes(ax, figsize=(3.4, 3.8))
+    for r in range(n):
+        for c in range(n):
+            top, left = r * (patch + gap) + gap, c * (patch + gap)
+            canvas[top : top + patch, left : left + patch] = img[
+                r * patch : (r + 1) * patch, c * patch : (c + 1) * patch
+            ]
+            x, y = left + (patch - 1) / 2, top - (gap + 1) / 2
+            ax.text(
+                x, y, str(r * n + c + 1), fontsize=7, color="tab:blue", ha="center", va="center"
+            )
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set(xlabel=f"{n * n} tokens of {patch}×{patch} = {patch * patch} pixels", title=title)
+    return ax
+
+
+def plot_stacked_shares(
+    parts: dict[str, dict[str, float]],
+    ax: Axes | None = None,
+    *,
+    total_fmt: Callable[[float], str] = str,
+    xlabel: str = "share of the total",
+    title: str = "",
+) -> Axes:
+    """Horizontal bars of 100%, one per item (first on top), split into its parts' shares, each
+    bar's total written at its end with `total_fmt`: {item: {part: amount}}."""
+    names = list(parts)[::-1]  # barh draws from the bottom up
+    kinds = list(dict.fromkeys(k for by_kind in parts.values() for k in by_kind))
+    ax = _axes(ax, figsize=(6, 0.45 * len(parts) + 1.2))
+    left = np.zeros(len(names))
+    for kind in kinds:
+        shares = np.array([parts[n].get(kind, 0.0) / sum(parts[n].values()) for n in names])
+        ax.barh(names, shares, left=left, label=kind)
+        left += shares
+    for i, name in enumerate(names):
+        ax.text(1.02, i, total_fmt(sum(parts[name].values())), va="center", fontsize=8)
+    ax.set_xlim(0, 1.2)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0%", "25%", "50%", "75%", "100%"])
+    ax.set(xlabel=xlabel, title=title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax
