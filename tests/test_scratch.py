@@ -106,6 +106,51 @@ def test_bad_inputs_raise_value_errors_that_say_what_to_do():
         S.make_optimizer("adagrad", [torch.zeros(2)], lr=0.1)
 
 
+# --- mini-batch gradients against the full gradient ---------------------------------------------
+
+
+def test_full_gradient_is_autograds_gradient_over_the_whole_set_in_chunks():
+    params = S.init_mlp(20, 8, 10, seed=0, dtype=F64)
+    X, y = _batch(100, 20, 10, seed=3)
+    _, reference = _autograd_grads(params, X, y)  # one pass over all 100 rows
+    full = S.full_gradient(params, X, y, chunk=32)  # chunks of 32, 32, 32 and 4 rows
+    assert full.shape == (sum(p.numel() for p in params.values()),)
+    torch.testing.assert_close(full, S.flatten(reference))
+    with pytest.raises(ValueError, match="as many labels"):
+        S.full_gradient(params, X, y[:5])
+
+
+def test_gradient_noise_against_the_slow_obvious_loop():
+    params = S.init_mlp(20, 8, 10, seed=0, dtype=F64)
+    X, y = _batch(200, 20, 10, seed=4)
+    full = S.full_gradient(params, X, y)
+    noise = S.gradient_noise(params, X, y, full, batch_size=10, counts=(1, 5, 50), seed=7)
+    g = torch.Generator().manual_seed(7)  # the same draws, one autograd pass each
+    draws = []
+    for _ in range(50):
+        idx = torch.randperm(200, generator=g)[:10]
+        draws.append(S.flatten(_autograd_grads(params, X[idx], y[idx])[1]))
+    errors = torch.stack([(d - full).norm() / full.norm() for d in draws])
+    assert noise.batch_rel_error == pytest.approx(errors.square().mean().sqrt().item())
+    for k in (1, 5, 50):
+        mean_k = torch.stack(draws[:k]).mean(0)
+        expected = ((mean_k - full).norm() / full.norm()).item()
+        assert noise.mean_rel_error[k] == pytest.approx(expected)
+
+
+def test_mini_batch_gradients_are_unbiased_and_average_out():
+    params = S.init_mlp(20, 8, 10, seed=1, dtype=F64)
+    X, y = _batch(500, 20, 10, seed=5)
+    full = S.full_gradient(params, X, y)
+    noise = S.gradient_noise(params, X, y, full, batch_size=8, counts=(1, 1000), seed=0)
+    # Unbiased draws: the error of a mean of k shrinks like 1/sqrt(k) (here 1/31.6).
+    assert noise.mean_rel_error[1000] < 2 * noise.batch_rel_error / 1000**0.5
+    whole = S.gradient_noise(params, X, y, full, batch_size=500, counts=(3,), seed=0)
+    assert whole.batch_rel_error < 1e-12 and whole.mean_rel_error[3] < 1e-12  # no randomness left
+    with pytest.raises(ValueError, match="batch_size"):
+        S.gradient_noise(params, X, y, full, batch_size=501, counts=(1,))
+
+
 # --- optimizers -------------------------------------------------------------------------------
 
 

@@ -193,6 +193,60 @@ class ManualMLPLoss(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------------
+# What is random in SGD: mini-batch gradients against the full gradient
+# ---------------------------------------------------------------------------------------------
+
+
+def flatten(tensors: Params) -> Tensor:
+    """W1, b1, W2, b2 (weights or their gradients) as one vector, in PARAM_NAMES order."""
+    return torch.cat([tensors[k].flatten() for k in PARAM_NAMES])
+
+
+def full_gradient(params: Params, X: Tensor, y: Tensor, chunk: int = 8192) -> Tensor:
+    """Gradient of the mean cross-entropy over all of (X, y), one vector; `chunk` rows at a time."""
+    if len(X) == 0 or len(X) != len(y) or chunk < 1:
+        raise ValueError(f"need as many labels as images (got {len(X)}, {len(y)}) and chunk >= 1")
+    total = torch.zeros(sum(p.numel() for p in params.values()), dtype=X.dtype, device=X.device)
+    for start in range(0, len(X), chunk):
+        yb = y[start : start + chunk]
+        _, grads = loss_and_grads(params, X[start : start + chunk], yb)
+        total += flatten(grads) * len(yb)  # a chunk's mean gradient times its size: its sum
+    return total / len(X)
+
+
+class GradientNoise(NamedTuple):
+    """Mini-batch gradients measured against the full gradient g, relative to |g|."""
+
+    batch_rel_error: float  # root mean square over the draws of |g_batch - g| / |g|
+    mean_rel_error: dict[int, float]  # k -> |mean of the first k batch gradients - g| / |g|
+
+
+def gradient_noise(
+    params: Params,
+    X: Tensor,
+    y: Tensor,
+    full: Tensor,
+    batch_size: int,
+    counts: Sequence[int],
+    seed: int = 0,
+) -> GradientNoise:
+    """Draw max(counts) random mini-batches (like SGD's: no image twice in one) and compare."""
+    if not counts or min(counts) < 1 or not 1 <= batch_size <= len(X):
+        raise ValueError(f"need counts >= 1 and 1 <= batch_size <= {len(X)}")
+    g = torch.Generator().manual_seed(seed)
+    norm, running = full.norm(), torch.zeros_like(full)
+    squares, means = 0.0, {}
+    for k in range(1, max(counts) + 1):
+        idx = torch.randperm(len(X), generator=g)[:batch_size].to(X.device)  # (batch_size,)
+        grad = flatten(loss_and_grads(params, X[idx], y[idx])[1])
+        running += grad
+        squares += ((grad - full).norm() / norm).item() ** 2
+        if k in counts:
+            means[k] = ((running / k - full).norm() / norm).item()
+    return GradientNoise(math.sqrt(squares / max(counts)), means)
+
+
+# ---------------------------------------------------------------------------------------------
 # Optimizers: the update rules, written out
 # ---------------------------------------------------------------------------------------------
 
