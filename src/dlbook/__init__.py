@@ -4,7 +4,7 @@ One concern per module: `runtime` (device, seeding, the validated config), `chap
 setup call after a chapter's parameters), `data` (MNIST), `models`, `history`, `training`,
 `checkpoint`, `zoo` (the book's recipes and trained models), `timing`, `profiling`, `sizing`,
 `scratch` (from-scratch derivations), `metrics`, `plotting`, `export` (ONNX), `preprocess`,
-`package` and `serve` (deployment), `execute` (papermill runner), `validation` (what
+`package`, `serve` and `workers` (deployment), `execute` (papermill runner), `validation` (what
 `pytest --nbval` compares, and how closely).
 
 Chapters write `import dlbook as dl` and then `dl.fit(...)` or `dl.metrics.roc_auc(...)`.
@@ -89,6 +89,7 @@ _SUBMODULES = {
     "timing",
     "training",
     "validation",
+    "workers",
     "zoo",
 }
 __all__ = sorted(_EXPORTS)

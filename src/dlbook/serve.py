@@ -2,6 +2,7 @@
 
 python -m dlbook.serve --model <folder> [--host 127.0.0.1] [--port 8000] [--docs]
                        [--backend onnx|eager] [--threads 1] [--batch-window-ms 2 --max-batch 32]
+                       [--workers 1]
 
 Backend: by default the package's model is exported to ONNX once (cached beside the package in
 .onnx-cache/, keyed by the weights' SHA-256 and re-exported unless the file's own SHA-256 matches)
@@ -12,6 +13,10 @@ batch (max |logit difference| <= 1e-4, same labels), or the service refuses to s
 Threads: one process, one event loop (HTTP), a thread pool for decoding uploads, and --threads
 intra-op threads for inference (ONNX Runtime's or torch's). On a machine shared with the clients
 (or other services), 1 is usually best: more threads compete for the same cores.
+
+Workers: --workers N runs N such processes on the same port, each loading the model and
+listening on its own SO_REUSEPORT socket, so that the kernel spreads connections over them
+(`dlbook.workers`; outside Linux, uvicorn's own workers).
 
 Batching: with --batch-window-ms > 0, requests arriving within that many milliseconds (up to
 --max-batch images) are run as one inference call and each answered with its own rows; 0 turns
@@ -27,10 +32,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +59,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
 from . import export
+from . import workers as workers_module
 from .checkpoint import CheckpointError
 from .package import load_package, validate_card
 from .preprocess import (
@@ -641,17 +649,21 @@ def running_server(
     command += ["--max-batch", str(max_batch), "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty server never blocks
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(  # its own process group: workers included, none outlives it
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             _wait_for_health(proc, url, timeout, log)
             yield url
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            with contextlib.suppress(ProcessLookupError):  # a worker left behind
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -726,9 +738,10 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=1,
-        help="server processes sharing the port, each with its own copy of the model; one "
-        "process runs its Python on one core at a time, so give it about one per core the "
-        "service may use (default: %(default)s)",
+        help="server processes sharing the port, each with its own copy of the model and its "
+        "own SO_REUSEPORT socket (Linux spreads connections over them); one process runs its "
+        "Python on one core at a time, so give it about one per core the service may use "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--docs", action="store_true", help="serve /docs, /redoc and /openapi.json (off by default)"
@@ -783,19 +796,28 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.workers == 1:
         uvicorn.run(app, **settings)
-    else:  # each worker process builds its own app from the same options
-        os.environ[WORKER_OPTIONS_ENV] = json.dumps(options)
-        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, **settings)
+        return 0
+    del app  # each worker process builds its own from the same options
+    if workers_module.BALANCED:  # one SO_REUSEPORT socket per worker: the kernel spreads clients
+        return workers_module.run_workers(
+            functools.partial(app_from_options, options), settings, args.workers
+        )
+    os.environ[WORKER_OPTIONS_ENV] = json.dumps(options)  # elsewhere: uvicorn's own workers
+    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, **settings)
     return 0
 
 
 WORKER_OPTIONS_ENV = "DLBOOK_SERVE_OPTIONS"
 
 
-def app_from_env() -> FastAPI:
-    """One worker process's app, built from the options `main` left in the environment."""
-    options = json.loads(os.environ[WORKER_OPTIONS_ENV])
+def app_from_options(options: dict) -> FastAPI:
+    """One worker process's app, built from `main`'s options (a JSON-able dict)."""
     return create_app(**{**options, "model_dir": Path(options["model_dir"])})
+
+
+def app_from_env() -> FastAPI:
+    """One uvicorn worker's app, built from the options `main` left in the environment."""
+    return app_from_options(json.loads(os.environ[WORKER_OPTIONS_ENV]))
 
 
 if __name__ == "__main__":
