@@ -1,4 +1,4 @@
-"""Shared fixtures: a private data folder seeded from the official MNIST archives, offline."""
+"""Shared fixtures: data folders seeded from the official (Fashion-)MNIST archives, offline."""
 
 from __future__ import annotations
 
@@ -12,22 +12,38 @@ from torchvision import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVES = [name for name, _ in datasets.MNIST.resources]
+FASHION_ARCHIVES = [name for name, _ in datasets.FashionMNIST.resources]
+
+
+def find_archives(folder: str, env: str) -> Path:
+    """A folder holding a data set's four official .gz files: $env, data/, or ../shared."""
+    candidates = [
+        os.environ.get(env, ""),
+        REPO / "data" / folder / "raw",
+        REPO.parent / "shared" / "data" / folder / "raw",
+    ]
+    names = [name for name, _ in getattr(datasets, folder).resources]
+    for candidate in candidates:
+        if candidate and all((Path(candidate) / name).is_file() for name in names):
+            return Path(candidate)
+    pytest.fail(
+        f"the {folder} archives are needed for the data tests: set {env} to "
+        "the folder holding the four official .gz files (see README)"
+    )
 
 
 def find_mnist_archives() -> Path:
-    """A folder holding the four official .gz files: $DLBOOK_MNIST_MIRROR, data/, or ../shared."""
-    candidates = [
-        os.environ.get("DLBOOK_MNIST_MIRROR", ""),
-        REPO / "data" / "MNIST" / "raw",
-        REPO.parent / "shared" / "data" / "MNIST" / "raw",
-    ]
-    for folder in candidates:
-        if folder and all((Path(folder) / name).is_file() for name in ARCHIVES):
-            return Path(folder)
-    pytest.fail(
-        "the MNIST archives are needed for the data tests: set DLBOOK_MNIST_MIRROR to "
-        "the folder holding the four official .gz files (see README)"
-    )
+    """A folder holding the four official MNIST .gz files."""
+    return find_archives("MNIST", "DLBOOK_MNIST_MIRROR")
+
+
+def seed_root(root: Path, folder: str, archives: Path) -> Path:
+    """Copy the four official archives of torchvision's `folder` data set into root; return root."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for name, _ in getattr(datasets, folder).resources:
+        shutil.copyfile(archives / name, raw / name)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -35,21 +51,28 @@ def mnist_archives() -> Path:
     return find_mnist_archives()
 
 
+@pytest.fixture(scope="session")
+def fashion_archives() -> Path:
+    return find_archives("FashionMNIST", "DLBOOK_FASHION_MNIST_MIRROR")
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """No test may reach the internet: torchvision's mirrors point at a closed loopback port."""
     monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
 
 
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory, mnist_archives) -> Path:
     """A data root with MNIST extracted, shared by the tests that only read it."""
-    root = tmp_path_factory.mktemp("data")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in ARCHIVES:
-        shutil.copyfile(mnist_archives / name, raw / name)
-    return root
+    return seed_root(tmp_path_factory.mktemp("data"), "MNIST", mnist_archives)
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory, fashion_archives) -> Path:
+    """A data root with Fashion-MNIST's archives, shared by the tests that only read it."""
+    return seed_root(tmp_path_factory.mktemp("fashion"), "FashionMNIST", fashion_archives)
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +81,14 @@ def mnist(mnist_root):
     import dlbook as dl
 
     return dl.load_mnist("cpu", root=mnist_root)
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_root):
+    """The whole of Fashion-MNIST as normalized CPU tensors."""
+    import dlbook as dl
+
+    return dl.load_fashion_mnist("cpu", root=fashion_root)
 
 
 @pytest.fixture
