@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dlbook as dl
-from dlbook.checkpoint import CheckpointError, checkpoint_paths
+from dlbook.checkpoint import CheckpointError, checkpoint_paths, model_tensors
 
 
 @pytest.fixture
@@ -105,3 +105,14 @@ def test_metadata_that_is_not_a_checkpoint_record_is_refused(tmp_path, content):
     path.with_suffix(".json").write_text(content)
     with pytest.raises(dl.CheckpointError, match="is not a dlbook"):
         dl.load_checkpoint(tmp_path / "m")
+
+
+def test_model_tensors_are_the_state_dict_of_the_saved_model(tmp_path):
+    model = dl.build_model("mlp", hidden=8)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.zeros(2, 1, 28, 28)).sum().backward()
+    optimizer.step()  # optimizer state is saved too, and must not come back as model tensors
+    dl.save_checkpoint(tmp_path / "ckpt", model, {"step": 1}, optimizer=optimizer)
+    got = model_tensors(tmp_path / "ckpt")
+    assert got.keys() == model.state_dict().keys()
+    assert all(torch.equal(got[k], v) for k, v in model.state_dict().items())

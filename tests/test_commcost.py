@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from dlbook import commcost
 from dlbook.commcost import (
     ETHERNET_100G,
     NVLINK_H100,
@@ -63,3 +64,17 @@ def test_the_efficient_world_size_is_where_half_the_ideal_is_lost():
     speedups = data_parallel_speedup(t1, size, np.array([n, n + 1]), ETHERNET_100G)
     assert speedups[0] / n >= 0.5 > speedups[1] / (n + 1)
     assert n <= best_world_size(t1, size, ETHERNET_100G)
+
+
+def test_scaling_limits_agree_with_the_speedup_curve():
+    link = commcost.ETHERNET_100G
+    row = commcost.scaling_limits(0.05, 500e6, link)
+    sizes = np.arange(1, 4097)
+    speedup = commcost.data_parallel_speedup(0.05, 500e6, sizes, link)
+    assert row["GPUs at peak speedup"] == sizes[np.argmax(speedup)]
+    half = row["GPUs at 50% efficiency"]
+    assert speedup[half - 1] >= 0.5 * half and speedup[half] < 0.5 * (half + 1)
+    assert row["compute per step (ms)"] == 50.0
+    assert row["all-reduce at 8 GPUs (ms)"] == round(
+        commcost.ring_allreduce_seconds(500e6, 8, link) * 1e3, 3
+    )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dlbook as dl
-from dlbook.checkpoint import load_checkpoint
+from dlbook.checkpoint import model_tensors
 from dlbook.distributed import (
     LaunchError,
     RunConfig,
@@ -45,15 +45,10 @@ def run(args, env, nproc=2, **kwargs):
     return done
 
 
-def params(stem):
-    tensors, _ = load_checkpoint(stem)
-    return {k: v for k, v in tensors.items() if k.startswith("model.")}
-
-
 def test_two_ranks_take_the_steps_of_one_process_with_the_whole_batch(tmp_path, env, mnist):
     steps = 12
     run(["--recipe", "mlp", "--max-steps", str(steps), "--checkpoint-dir", str(tmp_path)], env)
-    ddp = params(latest_checkpoint(tmp_path))
+    ddp = model_tensors(latest_checkpoint(tmp_path))
     recipe = RECIPES["mlp"]  # the reference: fit's loop, one process, the global batch
     dl.seed_everything(recipe.seed)
     model = dl.build_model(recipe.model, **recipe.model_kwargs)
@@ -63,7 +58,7 @@ def test_two_ranks_take_the_steps_of_one_process_with_the_whole_batch(tmp_path, 
         mnist.X_train, mnist.y_train, recipe.batch_size, shuffle=True, seed=recipe.seed
     )
     dl.train_one_epoch(model, itertools.islice(batches, steps), optimizer, scheduler=scheduler)
-    diffs = [(ddp[f"model.{k}"] - v).abs().max().item() for k, v in model.state_dict().items()]
+    diffs = [(ddp[k] - v).abs().max().item() for k, v in model.state_dict().items()]
     assert max(diffs) <= 1e-6  # float32 round-off of two sums instead of one
 
 
@@ -82,7 +77,10 @@ def test_a_killed_worker_is_restarted_and_resumes_to_the_same_model(tmp_path, en
     assert done["steps"] == reference["steps"] == 2 * 24
     assert done["test_acc"] == pytest.approx(reference["test_acc"], abs=1e-9)
     said = []
-    a, b = params(latest_checkpoint(killed, log=said.append)), params(latest_checkpoint(straight))
+    a, b = (
+        model_tensors(latest_checkpoint(killed, log=said.append)),
+        model_tensors(latest_checkpoint(straight)),
+    )
     assert not said  # no checkpoint was left damaged by the kill
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
 

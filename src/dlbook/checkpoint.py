@@ -30,7 +30,7 @@ def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file and rename, so a crash never leaves half a file."""
     part = path.with_name(path.name + ".part")
     write(part)
@@ -60,9 +60,9 @@ def save_checkpoint(
         record["scheduler"] = scheduler.state_dict()
     if history is not None:
         record["history"] = history
-    _atomic_write(tensors_path, lambda p: save_file(tensors, str(p)))
+    atomic_write(tensors_path, lambda p: save_file(tensors, str(p)))
     record["sha256"] = file_digest(tensors_path)
-    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(record, indent=1)))
+    atomic_write(meta_path, lambda p: p.write_text(json.dumps(record, indent=1)))
     return tensors_path
 
 
@@ -92,6 +92,12 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, Tensor], dict]:
             f"{tensors_path} is not a readable safetensors file ({err})"
         ) from None
     return tensors, record
+
+
+def model_tensors(path: Path | str) -> dict[str, Tensor]:
+    """A verified checkpoint's model tensors, named as in the model's state_dict."""
+    tensors, _ = load_checkpoint(path)
+    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
 
 
 def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -57,3 +57,17 @@ def efficient_world_size(
     sizes = np.arange(1, max_n + 1)
     speedup = data_parallel_speedup(compute_seconds, num_bytes, sizes, link)
     return int(sizes[speedup / sizes >= efficiency].max())
+
+
+def scaling_limits(
+    compute_seconds: float, num_bytes: float, link: Link, at: int = 8
+) -> dict[str, float | int]:
+    """One model on one link: its step time, an all-reduce at `at` GPUs (ms), two world sizes."""
+    return {
+        "compute per step (ms)": round(compute_seconds * 1e3, 3),
+        f"all-reduce at {at} GPUs (ms)": round(
+            ring_allreduce_seconds(num_bytes, at, link) * 1e3, 3
+        ),
+        "GPUs at 50% efficiency": efficient_world_size(compute_seconds, num_bytes, link),
+        "GPUs at peak speedup": best_world_size(compute_seconds, num_bytes, link),
+    }

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import (
     CheckpointError,
+    atomic_write,
     checkpoint_paths,
     load_checkpoint,
     load_training_state,
@@ -237,9 +238,7 @@ def allreduce_ms(num_elements: int, device: torch.device, repeats: int = 20) -> 
 
 def _write_json(path: Path, record: dict) -> None:
     """Write JSON atomically (a temporary file renamed over the target)."""
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(record, indent=1))
-    os.replace(part, path)
+    atomic_write(path, lambda part: part.write_text(json.dumps(record, indent=1)))
 
 
 def _reduce_sum(values: list[float], device: torch.device) -> list[float]:
