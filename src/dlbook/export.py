@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 
-def export_onnx(model: nn.Module, path: Path) -> Path:
-    """Export with torch.onnx.export(dynamo=True) and a dynamic batch dimension named 'batch'."""
+def onnx_program(model: nn.Module) -> Any:
+    """torch.onnx.export(dynamo=True) with a dynamic batch dimension named 'batch', in memory."""
     model = model.cpu().eval()
     example = (torch.zeros(2, 1, 28, 28),)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every stage
@@ -37,9 +37,20 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
     for graph in graphs:
         for node in graph.all_nodes():  # subgraphs included
             node.metadata_props.clear()
+    return program
+
+
+def export_onnx(model: nn.Module, path: Path) -> Path:
+    """Export with torch.onnx.export(dynamo=True) and a dynamic batch dimension named 'batch'."""
+    program = onnx_program(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
     return path
+
+
+def onnx_bytes(model: nn.Module) -> bytes:
+    """The same export as `export_onnx`, serialized in memory: nothing is written to disk."""
+    return onnx_program(model).model_proto.SerializeToString()
 
 
 def _sha256(path: Path) -> str:
@@ -68,15 +79,17 @@ def cached_onnx(model: nn.Module, cache_dir: Path, key: str) -> Path:
     return path
 
 
-def ort_session(path: Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session, with `threads` intra-op threads (default: torch's count)."""
+def ort_session(path: Path | bytes, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session of a file or of serialized bytes, with `threads` intra-op
+    threads (default: torch's count)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(session: Any, X: Tensor, batch_size: int = 1000) -> Tensor:

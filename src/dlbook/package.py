@@ -11,9 +11,11 @@ from typing import Annotated, Any, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from .checkpoint import CheckpointError, checkpoint_paths, load_model, save_checkpoint
+from .checkpoint import FORMAT, CheckpointError, checkpoint_paths, load_model, save_checkpoint
 from .data import MNIST_MEAN, MNIST_STD, NUM_VAL, mnist_files
 from .models import MODELS, build_model, count_parameters
 
@@ -27,6 +29,8 @@ class RecipeLike(Protocol):
 
 
 WEIGHTS = "model"  # the package holds model.safetensors and model.json
+FILES = (f"{WEIGHTS}.safetensors", f"{WEIGHTS}.json")
+ENCRYPTED = ".enc"  # an encrypted package holds model.safetensors.enc and model.json.enc
 CARD_DIGEST = "card_sha256"  # the card's own SHA-256, stored in the card, over all other fields
 
 # The model card's schema: what loading and serving read from it, checked on load. Other fields
@@ -167,26 +171,43 @@ def read_card(folder: Path) -> ModelCard:
     """The package's model card, its digest verified and its fields validated (CheckpointError)."""
     path = checkpoint_paths(folder / WEIGHTS)[1]
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except OSError as err:
         raise CheckpointError(f"cannot read the model card {path}: {err.strerror}") from None
+    return _card_of(_record(text, str(path)), str(path))
+
+
+def _record(text: bytes, where: str) -> dict:
+    """The package's JSON record (the card under "meta"), parsed; CheckpointError if it is not."""
+    try:
+        record = json.loads(text)
     except (ValueError, RecursionError) as err:  # also numbers Python will not parse
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+        raise CheckpointError(f"{where} is not valid JSON ({err})") from None
     if not isinstance(record, dict):
-        raise CheckpointError(f"{path} is not a JSON object holding a model card")
+        raise CheckpointError(f"{where} is not a JSON object holding a model card")
+    return record
+
+
+def _card_of(record: dict, where: str) -> ModelCard:
+    """The record's card, its digest verified and its fields validated (CheckpointError)."""
     card = record.get("meta")
     if isinstance(card, dict):
         if CARD_DIGEST not in card:
             raise CheckpointError(
-                f"the model card in {path} carries no digest ({CARD_DIGEST}): "
+                f"the model card in {where} carries no digest ({CARD_DIGEST}): "
                 "write the package again with save_package"
             )
         if card[CARD_DIGEST] != card_digest(card):
             raise CheckpointError(
-                f"the model card in {path} does not match its digest: "
+                f"the model card in {where} does not match its digest: "
                 "it was modified after saving; refusing to load it"
             )
     return validate_card(card)
+
+
+def is_encrypted(folder: Path | str) -> bool:
+    """Whether `folder` holds an encrypted package (`dlbook.vault`)."""
+    return any((Path(folder) / f"{name}{ENCRYPTED}").exists() for name in FILES)
 
 
 def load_package(folder: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -196,6 +217,11 @@ def load_package(folder: Path | str, device: torch.device | str = "cpu") -> tupl
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder {folder} does not exist")
+    if is_encrypted(folder):
+        raise CheckpointError(
+            f"{folder} holds an encrypted package: load it with its key "
+            "(dlbook.vault.open_package; serve --key-file or DLBOOK_MODEL_KEY)"
+        )
     arch = read_card(folder).architecture
     weights = checkpoint_paths(folder / WEIGHTS)[0]
     if weights.is_file() and weights.stat().st_size < arch.parameters:  # < 1 byte per parameter
@@ -206,4 +232,31 @@ def load_package(folder: Path | str, device: torch.device | str = "cpu") -> tupl
     model, record = load_model(
         folder / WEIGHTS, lambda _: build_model(arch.model, **arch.model_kwargs)
     )
+    return model.to(device).eval(), {**record["meta"], "sha256": record["sha256"]}
+
+
+def load_package_bytes(
+    files: dict[str, bytes], where: str, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict]:
+    """`load_package` for a package held in memory (`files`: FILES -> their bytes, as decrypted
+    by `dlbook.vault`): the same checks, nothing written to disk. `where` names it in errors."""
+    record = _record(files[FILES[1]], f"{where}/{FILES[1]}")
+    if record.get("format") != FORMAT:
+        raise CheckpointError(f"{where}/{FILES[1]} is not a {FORMAT} record")
+    arch = _card_of(record, f"{where}/{FILES[1]}").architecture
+    weights = files[FILES[0]]
+    if hashlib.sha256(weights).hexdigest() != record.get("sha256"):
+        raise CheckpointError(
+            f"{where}/{FILES[0]} does not match the SHA-256 in {FILES[1]}: refusing to load it"
+        )
+    try:
+        tensors = load_safetensors(weights)
+    except SafetensorError as err:
+        raise CheckpointError(f"{where}/{FILES[0]} is not readable safetensors ({err})") from None
+    model = build_model(arch.model, **arch.model_kwargs)
+    state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{where} does not fit {arch.model}: {err}") from None
     return model.to(device).eval(), {**record["meta"], "sha256": record["sha256"]}
