@@ -40,7 +40,10 @@ def test_import_dlbook_imports_no_submodule():
     assert {m for m in _new_modules("import dlbook") if m.startswith("dlbook.")} == set()
 
 
-@pytest.mark.parametrize("module", ["dlbook.serve", "dlbook.package", "dlbook.preprocess"])
+@pytest.mark.parametrize(
+    "module",
+    ["dlbook.serve", "dlbook.package", "dlbook.preprocess", "dlbook.vault", "dlbook.access"],
+)
 def test_the_service_loads_no_training_or_plotting_code(module):
     # tqdm is imported by torch itself (torch.hub), so `import torch` is the baseline.
     loaded = _new_modules(f"import {module}")

@@ -4,8 +4,9 @@ One concern per module: `runtime` (device, seeding, the validated config), `chap
 setup call after a chapter's parameters), `data` (MNIST), `models`, `history`, `training`,
 `checkpoint`, `zoo` (the book's recipes and trained models), `timing`, `profiling`, `sizing`,
 `scratch` (from-scratch derivations), `metrics`, `plotting`, `export` (ONNX), `preprocess`,
-`package`, `serve` and `workers` (deployment), `vault` (the package encrypted at rest),
-`execute` (papermill runner), `validation` (what `pytest --nbval` compares, and how closely).
+`package`, `serve` and `workers` (deployment), `vault` and `access` (the package encrypted at
+rest, API keys and rate limits), `execute` (papermill runner), `validation` (what
+`pytest --nbval` compares, and how closely).
 
 Chapters write `import dlbook as dl` and then `dl.fit(...)` or `dl.metrics.roc_auc(...)`.
 Nothing is imported until it is first used (PEP 562), so `import dlbook` is cheap and the
@@ -70,6 +71,7 @@ _EXPORTS = {
     "trained_model": "zoo",
 }
 _SUBMODULES = {
+    "access",
     "chapter",
     "checkpoint",
     "commcost",

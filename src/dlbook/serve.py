@@ -25,6 +25,14 @@ it off.
 Limits against slow or abusive clients (all configurable, see --help): a request body must
 arrive within --body-timeout seconds (else 408), an idle keep-alive connection closes after
 --keep-alive-timeout seconds, and beyond --max-concurrency connections the answer is 503.
+
+Security: --key-file (or $DLBOOK_MODEL_KEY) serves a package encrypted by `dlbook.vault`,
+decrypted in memory (the ONNX export too: nothing is written). --api-keys FILE (made by
+`python -m dlbook.access add`) requires `Authorization: Bearer <key>` on every request (401
+without; GET /health then answers only {"status": "ok"}); --rate-limit N/s [--burst B] answers
+429 with Retry-After beyond it, per key; --ssl-certfile/--ssl-keyfile serve HTTPS. Every request
+is logged in one line on stderr (`dlbook.access`). The service binds loopback by default and
+refuses another address without --api-keys, unless --insecure-public.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import json
 import math
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -58,10 +68,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
-from . import export
+from . import access, export, vault
 from . import workers as workers_module
 from .checkpoint import CheckpointError
-from .package import load_package, validate_card
+from .package import validate_card
 from .preprocess import (
     InputError,
     NoDigitError,
@@ -360,23 +370,24 @@ def _verification_batch(mean: float, std: float) -> torch.Tensor:
 
 
 def onnx_runner(
-    model: torch.nn.Module, key: str, cache_dir: Path | None, X_check: torch.Tensor, threads: int
+    model: torch.nn.Module,
+    key: str,
+    cache_dir: Path | None,
+    X_check: torch.Tensor,
+    threads: int,
+    *,
+    persist: bool = True,
 ) -> tuple[Runner, str]:
     """The model exported to ONNX (cached in `cache_dir` under `key`, or in a temporary folder
-    when `cache_dir` is None or not writable) and run by ONNX Runtime, once it agrees with eager
-    on X_check. Returns (runner, a one-line account); BackendError if it cannot be used."""
+    when `cache_dir` is None or not writable; in memory only unless `persist`) and run by ONNX
+    Runtime, once it agrees with eager on X_check. Returns (runner, a one-line account);
+    BackendError if it cannot be used."""
     try:
-        try:
-            if cache_dir is None:
-                raise OSError("no cache folder")
-            session = export.ort_session(export.cached_onnx(model, cache_dir, key), threads)
-            where = f"cached in {cache_dir}"
-        except OSError:  # read-only package folder: export afresh, keep nothing
-            with tempfile.TemporaryDirectory() as tmp:  # ORT reads the file once, at start
-                session = export.ort_session(
-                    export.export_onnx(model, Path(tmp) / "m.onnx"), threads
-                )
-            where = "exported to a temporary folder"
+        if persist:
+            session, where = _onnx_session(model, key, cache_dir, threads)
+        else:  # an encrypted package's model never reaches the disk in plaintext
+            session = export.ort_session(export.onnx_bytes(model), threads)
+            where = "exported in memory, nothing written"
     except Exception as err:  # the exporter's and ONNX Runtime's failures vary
         raise BackendError(f"could not export the model to ONNX Runtime ({err})") from None
     agree, account = export.verify_onnx(model, session, X_check, VERIFY_ATOL)
@@ -386,6 +397,22 @@ def onnx_runner(
             "serve with --backend eager"
         )
     return (lambda X: session.run(None, {"X": X.numpy()})[0]), f"onnx ({where}; {account})"
+
+
+def _onnx_session(
+    model: torch.nn.Module, key: str, cache_dir: Path | None, threads: int
+) -> tuple[Any, str]:
+    """An ONNX Runtime session of the model cached in `cache_dir` (a temporary folder if that is
+    None or not writable), and where the file is."""
+    try:
+        if cache_dir is None:
+            raise OSError("no cache folder")
+        session = export.ort_session(export.cached_onnx(model, cache_dir, key), threads)
+        return session, f"cached in {cache_dir}"
+    except OSError:  # read-only package folder: export afresh, keep nothing
+        with tempfile.TemporaryDirectory() as tmp:  # ORT reads the file once, at start
+            session = export.ort_session(export.export_onnx(model, Path(tmp) / "m.onnx"), threads)
+        return session, "exported to a temporary folder"
 
 
 def eager_runner(model: torch.nn.Module) -> Runner:
@@ -476,13 +503,28 @@ def create_app(
     threads: int = 1,
     batch_window_ms: float = BATCH_WINDOW_MS,
     max_batch: int = BATCH_IMAGES,
+    key_file: Path | None = None,
+    api_keys: Path | None = None,
+    rate_limit: float | None = None,
+    burst: int | None = None,
 ) -> FastAPI:
     """The service: GET /health, POST /predict, POST /predict/batch (and with `docs`, /docs,
     /redoc and /openapi.json), running the model with `backend` ("onnx" or "eager") on
     `threads` intra-op threads, batching concurrent requests when `batch_window_ms` > 0.
-    Raises CheckpointError if the package is not usable, BackendError if the backend is not.
+
+    An encrypted package is decrypted in memory with the key in `key_file` (else in
+    $DLBOOK_MODEL_KEY). With `api_keys` (a keys file) every request needs one of its keys; with
+    `rate_limit` (requests per second) each key, or each client address without keys, may make
+    `burst` requests at once (default: the rate rounded up), then `rate_limit` per second.
+    Raises CheckpointError if the package is not usable (VaultError if its key is not),
+    BackendError if the backend is not, AccessError if the keys or the limit are not.
     `app.state.backend_note` says what runs the model."""
-    model, raw_card = load_package(model_dir)  # the card is verified and validated
+    keys = access.KeyStore.load(api_keys) if api_keys is not None else None
+    limiter = None
+    if rate_limit is not None:
+        limiter = access.RateLimiter(rate_limit, burst or max(1, math.ceil(rate_limit)))
+    secret = vault.package_key(Path(model_dir), key_file)
+    model, raw_card = vault.open_package(model_dir, secret)  # the card verified and validated
     card = validate_card(raw_card)
     norm = card.input.normalization  # applied to every input, as the model was trained
     version = f"{card.name}:{card.version}+{raw_card['sha256'][:12]}"
@@ -491,7 +533,7 @@ def create_app(
         key = hashlib.sha256(f"{raw_card['sha256']} {arch}".encode()).hexdigest()
         X_check = _verification_batch(norm.mean, norm.std)
         cache = Path(model_dir).resolve().parent / ".onnx-cache"
-        run, note = onnx_runner(model, key, cache, X_check, threads)
+        run, note = onnx_runner(model, key, cache, X_check, threads, persist=secret is None)
     elif backend == "eager":
         run, note = eager_runner(model), "eager (PyTorch)"
     else:
@@ -581,6 +623,7 @@ def create_app(
             {"predictions": predictions, "model_version": version, "latency_ms": latency_ms}
         )
 
+    app.add_middleware(access.AccessControl, keys=keys, limiter=limiter)  # outside the routes
     app.state.backend_note = note
     return app
 
@@ -592,9 +635,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_health(proc: subprocess.Popen, url: str, timeout: float, log: IO[bytes]) -> None:
-    """Return once GET url/health answers 200; RuntimeError with the server's output if not."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+def _wait_for_health(
+    proc: subprocess.Popen, url: str, timeout: float, log: IO[bytes], cafile: Path | None = None
+) -> None:
+    """Return once GET url/health answers 200 (over TLS trusting `cafile`, if given);
+    RuntimeError with the server's output if not."""
+    handlers: list[Any] = [urllib.request.ProxyHandler({})]  # loopback: no proxy
+    if cafile is not None:
+        handlers.append(
+            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile))
+        )
+    opener = urllib.request.build_opener(*handlers)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -630,10 +681,19 @@ def running_server(
     batch_window_ms: float = BATCH_WINDOW_MS,
     max_batch: int = BATCH_IMAGES,
     workers: int = 1,
+    key_file: Path | None = None,
+    api_keys: Path | None = None,
+    rate_limit: str | None = None,
+    burst: int | None = None,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
+    output: IO[bytes] | None = None,
 ) -> Iterator[str]:
-    """Run `python -m dlbook.serve` on a free loopback port for the block; yield its base URL.
+    """Run `python -m dlbook.serve` on a free loopback port for the block; yield its base URL
+    (https:// with `ssl_certfile`, which then also serves as the trusted certificate).
 
-    The keywords after `timeout` are the server's options of the same names (see `main`).
+    The keywords after `timeout` are the server's options of the same names (see `main`),
+    except `output`: a binary file to receive the server's stdout and stderr (the access log).
 
     Waits until /health answers (RuntimeError with the server's output if it exits or
     `timeout` seconds pass), and stops the server on exit: SIGTERM (uvicorn shuts down
@@ -647,13 +707,19 @@ def running_server(
     command += ["--max-concurrency", str(max_concurrency)] + (["--docs"] if docs else [])
     command += ["--backend", backend, "--batch-window-ms", str(batch_window_ms)]
     command += ["--max-batch", str(max_batch), "--workers", str(workers)]
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty server never blocks
+    security: dict[str, object] = {"--key-file": key_file, "--api-keys": api_keys}
+    security |= {"--ssl-certfile": ssl_certfile, "--ssl-keyfile": ssl_keyfile}
+    security |= {"--rate-limit": rate_limit, "--burst": burst}
+    command += [str(v) for flag, x in security.items() if x is not None for v in (flag, x)]
+    url = f"{'https' if ssl_certfile else 'http'}://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:
+        # a file, not a pipe: a chatty server never blocks
+        log = output if output is not None else stack.enter_context(tempfile.TemporaryFile())
         proc = subprocess.Popen(  # its own process group: workers included, none outlives it
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            _wait_for_health(proc, url, timeout, log)
+            _wait_for_health(proc, url, timeout, log, ssl_certfile)
             yield url
         finally:
             proc.terminate()
@@ -746,6 +812,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--docs", action="store_true", help="serve /docs, /redoc and /openapi.json (off by default)"
     )
+    security = parser.add_argument_group("security")
+    security.add_argument(
+        "--key-file",
+        type=Path,
+        help="the key of an encrypted package (python -m dlbook.vault); default: "
+        f"${vault.KEY_ENV}, when the package is encrypted",
+    )
+    security.add_argument(
+        "--api-keys",
+        type=Path,
+        help="keys file (python -m dlbook.access add): every request needs "
+        "'Authorization: Bearer <key>'; without one, GET /health answers only its status",
+    )
+    security.add_argument(
+        "--rate-limit",
+        metavar="N/s",
+        help="requests per key (per client address without --api-keys), as N/s, N/min or N/h; "
+        "beyond it 429 with Retry-After (each worker process counts its own)",
+    )
+    security.add_argument(
+        "--burst", type=int, help="requests a key may make at once (default: the rate per second)"
+    )
+    security.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate")
+    security.add_argument(
+        "--ssl-keyfile", type=Path, help="the certificate's private key (if not in the certfile)"
+    )
+    security.add_argument(
+        "--insecure-public",
+        action="store_true",
+        help="allow a non-loopback --host without --api-keys: anyone who reaches it may use it",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0-65535")
@@ -763,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--body-timeout must be a positive number of seconds")
     if not (math.isfinite(args.batch_window_ms) and 0 <= args.batch_window_ms <= 1000):
         parser.error("--batch-window-ms must be 0 (off) to 1000")
+    rate = _check_security(parser, args)
     torch.set_num_threads(args.threads)
     options = {
         "model_dir": str(args.model),
@@ -773,9 +871,15 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "batch_window_ms": args.batch_window_ms,
         "max_batch": args.max_batch,
+        # paths only: each worker reads the keys itself, and no key is on a command line
+        "key_file": args.key_file and str(args.key_file),
+        "api_keys": args.api_keys and str(args.api_keys),
+        "rate_limit": rate,
+        "burst": args.burst,
     }
+    access.configure_log()
     try:  # with several workers this checks the package (and caches the export) before they start
-        app = create_app(**{**options, "model_dir": args.model})
+        app = app_from_options(options)
     except CheckpointError as err:
         print(f"error: cannot load the model from {args.model}: {err}", file=sys.stderr)
         return 2
@@ -793,6 +897,9 @@ def main(argv: list[str] | None = None) -> int:
         "timeout_keep_alive": args.keep_alive_timeout,
         # uvicorn counts the connection asking too: its limit N serves N - 1 at once
         "limit_concurrency": args.max_concurrency + 1,
+        "access_log": False,  # dlbook.access logs each request, with its key id
+        "ssl_certfile": args.ssl_certfile and str(args.ssl_certfile),
+        "ssl_keyfile": args.ssl_keyfile and str(args.ssl_keyfile),
     }
     if args.workers == 1:
         uvicorn.run(app, **settings)
@@ -812,7 +919,53 @@ WORKER_OPTIONS_ENV = "DLBOOK_SERVE_OPTIONS"
 
 def app_from_options(options: dict) -> FastAPI:
     """One worker process's app, built from `main`'s options (a JSON-able dict)."""
-    return create_app(**{**options, "model_dir": Path(options["model_dir"])})
+    access.configure_log()
+    paths = {k: Path(options[k]) for k in ("model_dir", "key_file", "api_keys") if options.get(k)}
+    return create_app(**{**options, **paths})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback one (127.0.0.0/8, ::1)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None)
+    except (OSError, UnicodeError):  # unknown name: not known to be loopback
+        return False
+    addresses = {str(info[4][0]).split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -> float | None:
+    """Refuse unusable security options (one line, exit 2); return the rate limit per second."""
+    try:
+        rate = access.parse_rate(args.rate_limit) if args.rate_limit is not None else None
+        if args.api_keys is not None:
+            access.KeyStore.load(args.api_keys)
+        vault.package_key(args.model, args.key_file)
+    except (access.AccessError, vault.VaultError) as err:
+        parser.error(str(err))
+    if args.burst is not None and (args.burst < 1 or rate is None):
+        parser.error("--burst must be at least 1, with --rate-limit")
+    if args.ssl_keyfile is not None and args.ssl_certfile is None:
+        parser.error("--ssl-keyfile needs --ssl-certfile")
+    if args.ssl_certfile is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                args.ssl_certfile, args.ssl_keyfile
+            )
+        except (OSError, ssl.SSLError) as err:
+            parser.error(f"--ssl-certfile/--ssl-keyfile: cannot load them ({err})")
+    public = not is_loopback(args.host)
+    if public and args.api_keys is None and not args.insecure_public:
+        parser.error(
+            f"--host {args.host} is reachable from other machines: give --api-keys (and "
+            "--ssl-certfile), or --insecure-public to serve anyone who can reach it"
+        )
+    if public and args.api_keys is not None and args.ssl_certfile is None:
+        print(
+            "warning: API keys will cross the network in clear text: add --ssl-certfile",
+            file=sys.stderr,
+        )
+    return rate
 
 
 def app_from_env() -> FastAPI:
