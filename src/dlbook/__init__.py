@@ -74,6 +74,7 @@ _SUBMODULES = {
     "access",
     "chapter",
     "checkpoint",
+    "cli",
     "commcost",
     "data",
     "distributed",

@@ -21,7 +21,6 @@ value, the query or the body.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
@@ -40,6 +39,8 @@ from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
+
+from .cli import parser_for
 
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what a key id may be (it is logged as is)
 MAX_TOKEN = 256  # longer Authorization values are refused unhashed
@@ -298,19 +299,15 @@ def configure_log() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """add or revoke a key; exit status 2 with one line on any problem."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dlbook.access",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = parser_for("dlbook.access", __doc__)
+    parser.add_argument(
+        "command",
+        choices=("add", "revoke"),
+        help="add: create a key, append its id and digest to the file and print the key once; "
+        "revoke: remove a key from the file (restart the service to apply either)",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in [
-        ("add", "create a key: append its id and digest to the file, print the key once"),
-        ("revoke", "remove a key from the file (restart the service to apply it)"),
-    ]:
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--keys-file", type=Path, required=True)
-        command.add_argument("--id", required=True, help="the key's name, shown in the access log")
+    parser.add_argument("--keys-file", type=Path, required=True)
+    parser.add_argument("--id", required=True, help="the key's name, shown in the access log")
     args = parser.parse_args(argv)
     try:
         if args.command == "add":

@@ -40,6 +40,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from .cli import parser_for
 from .preprocess import digit_to_png
 from .serve import BATCH_WINDOW_MS, running_server
 
@@ -311,11 +312,7 @@ def compare(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the load test; print the results; exit 1 if any request failed."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dlbook.loadtest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = parser_for("dlbook.loadtest", __doc__)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a running service's base URL")
     target.add_argument("--model", type=Path, help="a package folder: start the service itself")

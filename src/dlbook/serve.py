@@ -71,6 +71,7 @@ from starlette.formparsers import MultiPartParser
 from . import access, export, vault
 from . import workers as workers_module
 from .checkpoint import CheckpointError
+from .cli import parser_for
 from .package import validate_card
 from .preprocess import (
     InputError,
@@ -734,11 +735,7 @@ def running_server(
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the model and serve until interrupted."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dlbook.serve",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = parser_for("dlbook.serve", __doc__)
     parser.add_argument(
         "--model", type=Path, required=True, help="folder with model.safetensors and model.json"
     )

@@ -23,7 +23,6 @@ key apart from a modified file (GCM alone cannot), and the declared length names
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import os
 import stat
@@ -39,6 +38,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from torch import nn
 
 from .checkpoint import CheckpointError
+from .cli import parser_for
 from .package import ENCRYPTED, FILES, is_encrypted, load_package, load_package_bytes
 
 KEY_ENV = "DLBOOK_MODEL_KEY"
@@ -249,11 +249,7 @@ def decrypt_package(src: Path, dst: Path, key: bytes) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """keygen, encrypt, decrypt or verify; exit status 2 with one line on any problem."""
-    parser = argparse.ArgumentParser(
-        prog="python -m dlbook.vault",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = parser_for("dlbook.vault", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser("keygen", help="write a new random key to a new file (mode 600)")
     keygen.add_argument("--out", type=Path, required=True)
