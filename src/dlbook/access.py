@@ -158,6 +158,8 @@ def revoke_key(path: Path, key_id: str) -> None:
     kept = [line for line in lines if line.split()[:1] != [key_id]]
     if len(kept) == len(lines):
         raise AccessError(f"{path} has no key {key_id!r}")
+    # checkpoint.atomic_write's rename, with the file's mode kept; not imported from there,
+    # which would load torch into a command that must start instantly
     part = path.with_name(path.name + ".part")
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IMODE(path.stat().st_mode))
     with os.fdopen(fd, "w", encoding="utf-8") as f:
