@@ -128,3 +128,25 @@ def test_save_refuses_an_invalid_card(tmp_path):
     card["architecture"]["model_kwargs"] = {"hidden": 32}  # does not describe the model
     with pytest.raises(CheckpointError, match="declares 12,730 parameters"):
         save_package(tmp_path / "pkg", model, card)
+
+
+PRIVACY = {
+    "mechanism": "DP-SGD",
+    "epsilon": 2.9,
+    "delta": 1e-5,
+    "accountant": "rdp",
+    "max_grad_norm": 0.1,
+    "noise_multiplier": 2.0,
+    "sample_rate": 0.07,
+    "epochs": 20,
+}
+
+
+def test_a_privacy_block_is_optional_validated_and_kept(tmp_path):
+    model = dl.MLP(hidden=16)
+    card = model_card(model, dl.Recipe("mlp", {"hidden": 16}), {"test_acc": 0.9}, "1.0.0")
+    folder = save_package(tmp_path / "dp", model, {**card, "privacy": PRIVACY})
+    assert load_package(folder)[1]["privacy"] == PRIVACY
+    for bad in ({"epsilon": 0}, {"delta": 1.5}, {"sample_rate": 0}, {"unknown": 1}):
+        with pytest.raises(CheckpointError, match="privacy"):
+            save_package(tmp_path / "bad", model, {**card, "privacy": {**PRIVACY, **bad}})

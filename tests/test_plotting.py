@@ -112,3 +112,14 @@ def test_stacked_shares_fill_each_bar_and_write_its_total():
     assert max(ends) == 1.0 and sorted(t.get_text() for t in ax.texts) == ["10 B", "4 B"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["weights", "activations"]
     assert ax.get_xlabel() == "share of the total"
+
+
+
+def test_plot_privacy_utility():
+    import matplotlib.pyplot as plt
+
+    from dlbook.plotting import plot_privacy_utility
+
+    ax = plot_privacy_utility([1, 3, 8], [0.97, 0.98, 0.985], [0.5, 0.5, 0.51], (0.99, 0.52))
+    assert ax.get_xscale() == "log" and len(ax.get_lines()) == 2
+    plt.close("all")

@@ -5,7 +5,8 @@ setup call after a chapter's parameters), `data` (MNIST), `models`, `history`, `
 `checkpoint`, `zoo` (the book's recipes and trained models), `timing`, `profiling`, `sizing`,
 `scratch` (from-scratch derivations), `metrics`, `plotting`, `export` (ONNX), `preprocess`,
 `package`, `serve` and `workers` (deployment), `vault` and `access` (the package encrypted at
-rest, API keys and rate limits), `execute` (papermill runner), `validation` (what
+rest, API keys and rate limits), `privacy` (membership inference, DP-SGD) and `homomorphic`
+(inference on encrypted images), `execute` (papermill runner), `validation` (what
 `pytest --nbval` compares, and how closely).
 
 Chapters write `import dlbook as dl` and then `dl.fit(...)` or `dl.metrics.roc_auc(...)`.
@@ -85,6 +86,7 @@ _SUBMODULES = {
     "export",
     "fsdp",
     "history",
+    "homomorphic",
     "hpo",
     "loadtest",
     "metrics",
@@ -92,6 +94,7 @@ _SUBMODULES = {
     "package",
     "plotting",
     "preprocess",
+    "privacy",
     "profiling",
     "prune",
     "runtime",

@@ -77,6 +77,20 @@ class Metrics(BaseModel):
     test_acc: float | None = Field(default=None, ge=0, le=1)
 
 
+class Privacy(BaseModel):
+    """The privacy budget of a model trained with differential privacy (DP-SGD)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mechanism: str = Field(min_length=1)
+    epsilon: Finite = Field(gt=0)
+    delta: float = Field(ge=0, lt=1)
+    accountant: str = Field(min_length=1)  # e.g. "rdp", "prv"
+    max_grad_norm: Finite = Field(gt=0)  # per-example clipping norm
+    noise_multiplier: Finite = Field(ge=0)
+    sample_rate: float = Field(gt=0, le=1)  # Poisson sampling probability of each example
+    epochs: int = Field(ge=1)
+
+
 class ModelCard(BaseModel):
     """The fields of a model card that code reads (`model_card` writes them all)."""
 
@@ -86,6 +100,7 @@ class ModelCard(BaseModel):
     architecture: Architecture
     input: InputSpec
     metrics: Metrics
+    privacy: Privacy | None = None  # only for a model trained with differential privacy
 
 
 def card_digest(card: dict) -> str:

@@ -490,3 +490,28 @@ def plot_stacked_shares(
     ax.set(xlabel=xlabel, title=title)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax
+
+
+
+def plot_privacy_utility(
+    epsilons: Sequence[float],
+    accuracy: Sequence[float],
+    attack_auc: Sequence[float],
+    baseline: tuple[float, float],
+    ax: Axes | None = None,
+) -> Axes:
+    """Test accuracy and membership-inference AUC against epsilon (log scale), with the
+    non-private model's (accuracy, AUC) as dashed lines."""
+    ax = _axes(ax, figsize=(6, 3.5))
+    ax.plot(epsilons, accuracy, marker="o", label="test accuracy (DP-SGD)")
+    ax.axhline(baseline[0], ls="--", color="C0", lw=1, label="test accuracy, no privacy")
+    ax.set(xscale="log", xlabel="privacy budget ε (δ = 1e-5)", ylabel="test accuracy")
+    twin = ax.twinx()
+    twin.plot(epsilons, attack_auc, marker="s", color="C3", label="attack AUC (DP-SGD)")
+    twin.axhline(baseline[1], ls="--", color="C3", lw=1, label="attack AUC, no privacy")
+    twin.set(ylabel="membership-inference AUC", ylim=(0.45, 0.6))
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return ax

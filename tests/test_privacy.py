@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+
+import dlbook as dl
+from dlbook import privacy as P
+
+
+def test_attack_auc_and_advantage_match_scikit_learn():
+    g = torch.Generator().manual_seed(0)
+    members, others = torch.randn(300, generator=g) + 0.5, torch.randn(200, generator=g)
+    report = P.attack_report(members, others, num_bootstrap=50)
+    y = [1] * 300 + [0] * 200
+    scores = torch.cat([members, others]).numpy()
+    fpr, tpr, _ = roc_curve(y, scores)
+    assert report.auc.estimate == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert report.advantage.estimate == pytest.approx((tpr - fpr).max(), abs=1e-12)
+    assert report.auc.low <= report.auc.estimate <= report.auc.high
+
+
+def test_separable_losses_give_auc_one_and_equal_ones_chance():
+    perfect = P.attack_report(P.loss_attack_scores(torch.zeros(100)), -torch.ones(100) * 5)
+    assert perfect.auc.estimate == 1.0 and perfect.advantage.estimate == 1.0
+    g = torch.Generator().manual_seed(1)
+    same = P.attack_report(torch.rand(2000, generator=g), torch.rand(2000, generator=g), 100)
+    assert abs(same.auc.estimate - 0.5) < 0.04 and same.auc.low < 0.5 < same.auc.high
+
+
+def test_reference_masks_put_each_example_in_half_the_models():
+    masks = P.reference_masks(8, 50, seed=3)
+    assert masks.shape == (8, 50) and (masks.sum(0) == 4).all()
+    with pytest.raises(ValueError, match="even"):
+        P.reference_masks(3, 5)
+
+
+def test_lira_separates_in_from_out_when_their_statistics_differ():
+    g = torch.Generator().manual_seed(0)
+    inside = P.reference_masks(8, 400, seed=0)
+    reference = torch.randn(8, 400, generator=g) + 3.0 * inside  # IN models: higher confidence
+    members = torch.arange(400) < 200
+    target = torch.randn(400, generator=g) + 3.0 * members
+    scores = P.lira_scores(target, reference, inside)
+    assert P.attack_report(scores[:200], scores[200:], 20).auc.estimate > 0.95
+
+
+def test_logit_confidence_is_log_odds_of_the_true_class():
+    model = torch.nn.Linear(5, 10)
+    X, y = torch.randn(7, 5), torch.randint(10, (7,))
+    p = model(X).softmax(1).double()[torch.arange(7), y]
+    expected = torch.log(p / (1 - p))
+    assert torch.allclose(P.logit_confidence(model, X, y), expected, atol=1e-5)
+    losses = P.per_example_loss(model, X, y)
+    assert torch.allclose(losses.double(), -torch.log(p), atol=1e-5)
+
+
+def test_scatter_features_shape_and_group_normalization():
+    X = (torch.rand(3, 1, 28, 28) - dl.MNIST_MEAN) / dl.MNIST_STD
+    F = P.scatter_features(X)
+    assert F.shape == (3, P.NUM_FEATURES) and F.dtype == torch.float16
+    groups = F.float().reshape(3, P.SCATTER_GROUPS, -1)
+    assert torch.allclose(groups.mean(-1), torch.zeros(3, P.SCATTER_GROUPS), atol=2e-3)
+
+
+def test_dp_training_reports_an_epsilon_within_its_target(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(10, (512,), generator=g)
+    X = torch.randn(512, P.NUM_FEATURES, generator=g) * 0.1
+    X[torch.arange(512), y] += 3.0  # separable: class c lights feature c
+    recipe = P.DPRecipe(epsilon=3.0, num_epochs=2, batch_size=128, lr=1.0)
+    run = P.cached_dp_run(X, y, recipe, folder=tmp_path)
+    assert 0 < run.epsilon <= 3.0 and run.noise_multiplier > 0 and run.steps > 0
+    block = run.privacy_block()
+    dl.package.Privacy.model_validate(block)
+    again = P.cached_dp_run(X, y, recipe, folder=tmp_path)  # from the cache
+    assert again.epsilon == run.epsilon
+    assert torch.equal(again.model.weight, run.model.weight)
+    plain = P.train_dp(X, y, P.DPRecipe(epsilon=None, num_epochs=2, batch_size=128, lr=0.1))
+    assert plain.epsilon is None and plain.privacy_block() is None
+    assert math.isclose(plain.sample_rate, 128 / 512)
