@@ -79,3 +79,20 @@ def test_dp_training_reports_an_epsilon_within_its_target(tmp_path):
     plain = P.train_dp(X, y, P.DPRecipe(epsilon=None, num_epochs=2, batch_size=128, lr=0.1))
     assert plain.epsilon is None and plain.privacy_block() is None
     assert math.isclose(plain.sample_rate, 128 / 512)
+
+
+def test_attacks_on_an_overfit_model_beat_chance():
+    torch.manual_seed(0)
+    X, y = torch.randn(80, 1, 28, 28), torch.randint(10, (80,))
+    members, others = (X[:40], y[:40]), (X[40:], y[40:])
+
+    def train(model, X, y, seed):
+        return P.train_small(model, X, y, 30, seed=seed)
+
+    target = train(dl.build_model("mlp", hidden=32), *members, 0)
+    loss = P.loss_attack(target, members, others, num_bootstrap=20)
+    assert loss.auc.estimate > 0.9  # random labels: only memorization fits them
+    lira = P.lira_attack(
+        target, lambda: dl.build_model("mlp", hidden=32), train, members, others, 4, 20
+    )
+    assert lira.auc.estimate > 0.7

@@ -160,6 +160,39 @@ def reference_confidences(
     return torch.stack(rows)
 
 
+Examples = tuple[Tensor, Tensor]  # (X, y)
+
+
+def loss_attack(
+    model: nn.Module, members: Examples, others: Examples, num_bootstrap: int = 1000, seed: int = 0
+) -> AttackResult:
+    """Yeom et al.'s loss-threshold attack on `model`: training members against non-members."""
+    member_loss, other_loss = (per_example_loss(model, X, y) for X, y in (members, others))
+    return attack_report(
+        loss_attack_scores(member_loss), loss_attack_scores(other_loss), num_bootstrap, seed
+    )
+
+
+def lira_attack(
+    target: nn.Module,
+    build: Callable[[], nn.Module],
+    train: Callable[[nn.Module, Tensor, Tensor, int], nn.Module],
+    members: Examples,
+    others: Examples,
+    num_models: int = 8,
+    num_bootstrap: int = 1000,
+    seed: int = 0,
+) -> AttackResult:
+    """Online LiRA: `num_models` reference models, each trained by `train(model, X, y, seed)` on
+    a random half of members + others, calibrate each example's confidence under the target."""
+    X, y = torch.cat([members[0], others[0]]), torch.cat([members[1], others[1]])
+    inside = reference_masks(num_models, len(X), seed)
+    reference = reference_confidences(build, X, y, inside, train)
+    scores = lira_scores(logit_confidence(target, X, y), reference, inside)
+    n = len(members[0])
+    return attack_report(scores[:n], scores[n:], num_bootstrap, seed)
+
+
 # ScatterNet features -------------------------------------------------------------------------
 
 
