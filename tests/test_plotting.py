@@ -114,6 +114,18 @@ def test_stacked_shares_fill_each_bar_and_write_its_total():
     assert ax.get_xlabel() == "share of the total"
 
 
+def test_best_so_far_draws_one_step_line_per_search():
+    ax = dl.plotting.plot_best_so_far({"grid": [0.5, 0.7, 0.7], "optuna": [0.6, 0.6, 0.8]})
+    assert [line.get_label() for line in ax.lines] == ["grid", "optuna"]
+    assert list(ax.lines[1].get_ydata()) == [0.6, 0.6, 0.8]
+    assert ax.get_xlabel() == "epochs spent"
+
+
+def test_label_curves_use_a_log_axis_of_labels():
+    ax = dl.plotting.plot_label_curves([100, 1000], {"scratch": [0.5, 0.8], "probe": [0.6, 0.7]})
+    assert len(ax.lines) == 2 and ax.get_xscale() == "log"
+    assert list(ax.lines[0].get_xdata()) == [100, 1000]
+
 
 def test_plot_privacy_utility():
     import matplotlib.pyplot as plt

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
 import torch
 from torch import nn
+from tqdm import TqdmWarning
 
 from .data import MNISTSplits, iterate_batches
 from .training import evaluate_tensors, train_one_epoch
+
+with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns without ipywidgets
+    warnings.simplefilter("ignore", TqdmWarning)
+    import optuna
 
 # A training run as a generator: yields the validation accuracy after each epoch.
 RunFactory = Callable[[dict[str, Any]], Iterator[float]]

@@ -492,6 +492,30 @@ def plot_stacked_shares(
     return ax
 
 
+def plot_best_so_far(curves: dict, ax: Axes | None = None, title: str = "") -> Axes:
+    """Best validation accuracy so far against epochs spent, one line per search."""
+    ax = _axes(ax, figsize=(5, 3.4))
+    for label, values in curves.items():
+        ax.step(range(1, len(values) + 1), list(values), where="post", label=label)
+    ax.set(xlabel="epochs spent", ylabel="best validation accuracy so far", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_label_curves(
+    labels: Sequence[int], accuracies: dict, ax: Axes | None = None, title: str = ""
+) -> Axes:
+    """Test accuracy against the number of labelled examples (log scale), one line per method."""
+    ax = _axes(ax, figsize=(4.8, 3.4))
+    for label, accs in accuracies.items():
+        ax.plot(list(labels), list(accs), marker="o", markersize=4, label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel="labelled training images", ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
 
 def plot_privacy_utility(
     epsilons: Sequence[float],

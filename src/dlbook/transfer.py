@@ -37,8 +37,8 @@ def steps_for(n: int, batch_size: int, epochs: int, min_steps: int, max_steps: i
     return max(min_steps, min(max_steps, epochs * math.ceil(n / batch_size)))
 
 
-@torch.inference_mode()
-def conv_features(model: CNN, X: Tensor, batch_size: int = 1024) -> Tensor:
+@torch.no_grad()  # not inference_mode: a probe trains on these tensors
+def conv_features(model: CNN, X: Tensor, batch_size: int = 256) -> Tensor:
     """The CNN's frozen convolutional features, flattened: (N, 1, 28, 28) -> (N, c2 * 49)."""
     model.eval()
     return torch.cat(
