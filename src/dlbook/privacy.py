@@ -234,7 +234,8 @@ def cached_scatter_features(data: MNISTSplits, folder: Path | None = None) -> di
     path = (folder or artifacts_dir() / "privacy") / f"scatter-{key}.safetensors"
     if path.exists():
         try:
-            return load_file(str(path))
+            loaded = load_file(str(path))  # safetensors sorts the names: keep the splits' order
+            return {name: loaded[name] for name in splits}
         except Exception as err:  # a damaged cache is recomputed, not fatal
             print(f"ignoring the cached features ({err}); computing them again")
     features = {name: scatter_features(X) for name, X in splits.items()}
