@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ablation import train_steps
 from .checkpoint import CheckpointError, checkpoint_paths
 from .data import MNISTSplits
 from .models import CNN
@@ -59,14 +59,11 @@ def linear_probe(
     """Logistic regression on frozen features (N, D): a linear layer trained with AdamW."""
     torch.manual_seed(seed)
     probe = nn.Linear(F_train.shape[1], 10).to(F_train.device)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(len(y), (min(batch_size, len(y)),), generator=g).to(y.device)
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(probe(F_train[idx]), y[idx]).backward()
-        optimizer.step()
-    return probe.eval()
+    train_steps(
+        probe, F_train, y, steps=steps, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, seed=seed,
+    )  # fmt: skip
+    return probe
 
 
 def with_new_head(model: CNN, seed: int = 0) -> CNN:
