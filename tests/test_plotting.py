@@ -135,3 +135,19 @@ def test_plot_privacy_utility():
     ax = plot_privacy_utility([1, 3, 8], [0.97, 0.98, 0.985], [0.5, 0.5, 0.51], (0.99, 0.52))
     assert ax.get_xscale() == "log" and len(ax.get_lines()) == 2
     plt.close("all")
+
+
+def test_roc_curves_on_log_axes():
+    fpr, tpr = torch.tensor([0.0, 0.001, 0.01, 1.0]), torch.tensor([0.0, 0.02, 0.1, 1.0])
+    ax = dl.plotting.plot_roc_curves({"attack": (fpr, tpr)}, log=True)
+    assert ax.get_xscale() == ax.get_yscale() == "log" and ax.get_xlim() == (1e-3, 1)
+    assert len(ax.lines) == 2  # the curve and chance
+    plt.close(ax.figure)
+
+
+def test_roc_panels_draw_linear_and_log_axes_of_one_figure():
+    curves = {"a": (torch.tensor([0.0, 0.01, 1.0]), torch.tensor([0.0, 0.3, 1.0]))}
+    linear, log = dl.plotting.plot_roc_panels(curves, title="MIA")
+    assert linear.figure is log.figure and linear.get_xscale() == "linear"
+    assert log.get_xscale() == "log" and log.get_title() == "MIA (log scale)"
+    plt.close(linear.figure)

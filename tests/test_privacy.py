@@ -96,3 +96,57 @@ def test_attacks_on_an_overfit_model_beat_chance():
         target, lambda: dl.build_model("mlp", hidden=32), train, members, others, 4, 20
     )
     assert lira.auc.estimate > 0.7
+
+
+def test_split_pool_draws_two_disjoint_random_halves():
+    X, y = torch.arange(100.0)[:, None], torch.arange(100)
+    (Xm, ym), (Xo, yo) = P.split_pool(X, y, 30, seed=1)
+    assert len(ym) == len(yo) == 30 and not set(ym.tolist()) & set(yo.tolist())
+    assert torch.equal(Xm[:, 0].long(), ym)  # images and labels stay paired
+    assert ym.tolist() != list(range(30))  # drawn at random, not the first examples
+    assert torch.equal(P.split_pool(X, y, 30, seed=1)[0][1], ym)  # and reproducibly
+    with pytest.raises(ValueError, match="between 1 and 50"):
+        P.split_pool(X, y, 51)
+
+
+def test_tpr_at_reads_the_roc_curve_at_a_false_positive_rate():
+    members, others = torch.tensor([5.0, 4.0, 0.5, 0.2]), torch.tensor([3.0, 1.0, 0.0, -1.0])
+    report = P.attack_report(members, others, num_bootstrap=10)
+    assert report.tpr_at(0.0) == 0.5  # two members score above every non-member
+    assert report.tpr_at(0.25) == 0.5 and report.tpr_at(0.5) == 1.0  # then 0.5 and 0.2 pass 1
+
+
+def test_cached_trainer_trains_once_and_retrains_a_damaged_cache(tmp_path, capsys):
+    calls = []
+
+    def train(model, X, y, seed):
+        calls.append(seed)
+        return P.train_small(model, X, y, 2, seed=seed)
+
+    build = lambda: dl.build_model("mlp", hidden=8)  # noqa: E731
+    X, y = torch.randn(32, 1, 28, 28), torch.randint(10, (32,))
+    cached = P.cached_trainer(train, build, "mlp-test", {"epochs": 2}, tmp_path)
+    first = cached(build(), X, y, 3)
+    again = cached(build(), X, y, 3)
+    assert calls == [3] and torch.equal(first(X), again(X))
+    cached(build(), X, y, 4)  # another seed, another model
+    cached(build(), X[:16], y[:16], 3)  # other examples, another model
+    P.cached_trainer(train, build, "mlp-test", {"epochs": 3}, tmp_path)(build(), X, y, 3)
+    assert calls == [3, 4, 3, 3]  # another configuration, another model
+    for weights in tmp_path.glob("mlp-test-*.safetensors"):
+        weights.write_bytes(b"damaged")
+    cached(build(), X, y, 3)
+    assert calls == [3, 4, 3, 3, 3] and "training it again" in capsys.readouterr().out
+
+
+def test_cached_scatter_features_computes_the_named_splits_once(tiny_splits, tmp_path, monkeypatch):
+    small = tiny_splits.subset(8, 4)
+    first = P.cached_scatter_features(small, tmp_path, ("train", "test"))
+    assert list(first) == ["train", "test"] and first["test"].shape == (4, P.NUM_FEATURES)
+
+    def no_compute(X):
+        raise AssertionError("the cached features should have been read")
+
+    monkeypatch.setattr(P, "scatter_features", no_compute)
+    again = P.cached_scatter_features(small, tmp_path, ("train", "test"))
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -174,3 +174,14 @@ def test_lr_search_is_train_recipe_at_each_rate(tiny_splits):
         alone = dl.train_recipe(recipe.replace(lr=lr), tiny_splits)
         assert run.recipe.lr == lr and run.history.val_acc == alone.history.val_acc
         assert search.val_acc[lr] == alone.history.val_acc[-1]
+
+
+def test_train_tensors_gives_train_recipes_weights(tiny_splits):
+    recipe = SMALL["cnn"].replace(num_epochs=2)
+    reference = zoo.train_recipe(recipe, tiny_splits).model  # validates after each epoch
+    dl.seed_everything(recipe.seed)
+    model = dl.build_model("cnn", **recipe.model_kwargs)
+    trained = zoo.train_tensors(recipe, model, tiny_splits.X_train, tiny_splits.y_train, 0)
+    assert not trained.training
+    for a, b in zip(reference.state_dict().values(), trained.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

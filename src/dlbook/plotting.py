@@ -150,16 +150,29 @@ def plot_confusion_matrix(
     return ax
 
 
-def plot_roc_curves(curves: dict, ax: Axes | None = None, title: str = "") -> Axes:
-    """ROC curves given as {label: (fpr, tpr)}, with the chance diagonal."""
+def plot_roc_curves(
+    curves: dict, ax: Axes | None = None, title: str = "", log: bool = False
+) -> Axes:
+    """ROC curves given as {label: (fpr, tpr)}, with the chance diagonal; `log`: both axes
+    logarithmic from 1e-3, where an attack that is sure of a few examples shows."""
     ax = _axes(ax, figsize=(4.2, 4))
     for label, (fpr, tpr) in curves.items():
         ax.plot(np.asarray(fpr), np.asarray(tpr), label=label, lw=1.2)
     ax.plot([0, 1], [0, 1], ls=":", color="gray", lw=1, label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    if log:
+        ax.set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_roc_panels(curves: dict, title: str = "") -> tuple[Axes, Axes]:
+    """The same ROC curves twice, side by side: linear axes, then logarithmic ones."""
+    fig, (linear, log) = plt.subplots(1, 2, figsize=(8.4, 4), layout="constrained")
+    plot_roc_curves(curves, linear, title=title)
+    plot_roc_curves(curves, log, title=f"{title} (log scale)" if title else "log scale", log=True)
+    return linear, log
 
 
 def plot_pr_curves(

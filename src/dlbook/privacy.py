@@ -40,6 +40,9 @@ SCATTER_CHANNELS, SCATTER_SIDE = 81, 7
 SCATTER_GROUPS = 27  # GroupNorm groups over the 81 channels (no learned parameters)
 NUM_FEATURES = SCATTER_CHANNELS * SCATTER_SIDE**2  # 3,969
 
+Examples = tuple[Tensor, Tensor]  # (X, y)
+Trainer = Callable[[nn.Module, Tensor, Tensor, int], nn.Module]  # train(model, X, y, seed)
+
 
 # Membership inference ------------------------------------------------------------------------
 
@@ -115,6 +118,10 @@ class AttackResult:
     fpr: Tensor
     tpr: Tensor
 
+    def tpr_at(self, max_fpr: float) -> float:
+        """The largest true-positive rate at a false-positive rate of at most `max_fpr`."""
+        return self.tpr[self.fpr <= max_fpr].max().item()
+
 
 def attack_report(
     member_scores: Tensor, nonmember_scores: Tensor, num_bootstrap: int = 1000, seed: int = 0
@@ -149,7 +156,7 @@ def reference_confidences(
     X: Tensor,
     y: Tensor,
     inside: Tensor,
-    train: Callable[[nn.Module, Tensor, Tensor, int], nn.Module],
+    train: Trainer,
 ) -> Tensor:
     """(K, N) LiRA statistics of every pool example under K reference models, model k trained
     by `train(model, X, y, seed)` on the examples where inside[k] is True."""
@@ -160,7 +167,42 @@ def reference_confidences(
     return torch.stack(rows)
 
 
-Examples = tuple[Tensor, Tensor]  # (X, y)
+def split_pool(X: Tensor, y: Tensor, size: int, seed: int = 0) -> tuple[Examples, Examples]:
+    """(members, non-members): 2 * size examples drawn at random from (X, y), split in two at
+    random. Train the target on the members; the non-members come from the same distribution."""
+    if not 1 <= size <= len(X) // 2:
+        raise ValueError(f"size must be between 1 and {len(X) // 2} (half of {len(X)}); got {size}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(X), generator=g)[: 2 * size].to(X.device)
+    return (X[idx[:size]], y[idx[:size]]), (X[idx[size:]], y[idx[size:]])
+
+
+def cached_trainer(
+    train: Trainer,
+    build: Callable[[], nn.Module],
+    name: str,
+    config: object,
+    folder: Path | None = None,
+) -> Trainer:
+    """`train`, with each model it trains cached in artifacts/privacy/<name>-<digest>, the digest
+    taken over `config` (what determines training: a recipe), the seed and the examples."""
+    folder = folder or artifacts_dir() / "privacy"
+
+    def cached(model: nn.Module, X: Tensor, y: Tensor, seed: int) -> nn.Module:
+        digest = hashlib.sha256(f"{config!r}|{seed}|{_digest(X, y)}".encode()).hexdigest()[:16]
+        path = folder / f"{name}-{digest}"
+        if checkpoint_paths(path)[1].exists():
+            try:
+                fresh = build()
+                load_weights(path, fresh)
+                return fresh.eval()
+            except CheckpointError as err:
+                print(f"ignoring the cached model ({err}); training it again")
+        model = train(model, X, y, seed)
+        save_checkpoint(path, model, meta={"config": repr(config), "seed": seed, "n": len(X)})
+        return model
+
+    return cached
 
 
 def loss_attack(
@@ -176,7 +218,7 @@ def loss_attack(
 def lira_attack(
     target: nn.Module,
     build: Callable[[], nn.Module],
-    train: Callable[[nn.Module, Tensor, Tensor, int], nn.Module],
+    train: Trainer,
     members: Examples,
     others: Examples,
     num_models: int = 8,
@@ -226,19 +268,23 @@ def _digest(*tensors: Tensor) -> str:
     return h.hexdigest()
 
 
-def cached_scatter_features(data: MNISTSplits, folder: Path | None = None) -> dict[str, Tensor]:
-    """{'train', 'val', 'test'}: ScatterNet features of the splits, from artifacts/ when cached
-    for exactly these images (a SHA-256 of them names the file), else computed and saved."""
-    splits = {"train": data.X_train, "val": data.X_val, "test": data.X_test}
-    key = _digest(*splits.values())[:16]
+def cached_scatter_features(
+    data: MNISTSplits,
+    folder: Path | None = None,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> dict[str, Tensor]:
+    """{split: ScatterNet features} of the named splits, from artifacts/ when cached for exactly
+    these images (a SHA-256 of them names the file), else computed and saved."""
+    images = {name: getattr(data, f"X_{name}") for name in splits}
+    key = _digest(*images.values())[:16]
     path = (folder or artifacts_dir() / "privacy") / f"scatter-{key}.safetensors"
     if path.exists():
         try:
             loaded = load_file(str(path))  # safetensors sorts the names: keep the splits' order
-            return {name: loaded[name] for name in splits}
+            return {name: loaded[name] for name in images}
         except Exception as err:  # a damaged cache is recomputed, not fatal
             print(f"ignoring the cached features ({err}); computing them again")
-    features = {name: scatter_features(X) for name, X in splits.items()}
+    features = {name: scatter_features(X) for name, X in images.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda p: save_file(features, str(p)))
     return features

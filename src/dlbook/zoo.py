@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, checkpoint_paths, load_model, save_checkpoint
-from .data import MNIST_MEAN, MNIST_STD, MNISTSplits, load_mnist
+from .data import MNIST_MEAN, MNIST_STD, MNISTSplits, iterate_batches, load_mnist
 from .history import History
 from .models import build_model
 from .runtime import artifacts_dir, seed_everything
-from .training import evaluate_tensors, fit
+from .training import evaluate_tensors, fit, train_one_epoch
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")  # momentum: SGD with momentum 0.9
 SCHEDULES = ("onecycle", "constant")
@@ -122,6 +122,21 @@ def train_recipe(
         meta=_meta(recipe),
     )
     return TrainedModel(model, recipe, history, time.perf_counter() - tic)
+
+
+def train_tensors(recipe: Recipe, model: nn.Module, X: Tensor, y: Tensor, seed: int) -> nn.Module:
+    """Train `model` by `recipe` on any (X, y), without validation; returns it in eval mode.
+
+    The same optimizer, schedule, epochs, batch size and per-epoch seeding as `train_recipe`
+    (which also validates and checkpoints), so on the training split it gives the same weights.
+    """
+    steps = -(-len(X) // recipe.batch_size)  # ceil division
+    optimizer, scheduler = make_optimizer(recipe, model, steps)
+    for epoch in range(recipe.num_epochs):
+        torch.manual_seed(seed + epoch)  # dropout, as in `fit`
+        batches = iterate_batches(X, y, recipe.batch_size, shuffle=True, seed=seed + epoch)
+        train_one_epoch(model, batches, optimizer, scheduler=scheduler)
+    return model.eval()
 
 
 def _meta(recipe: Recipe, **extra) -> dict:
