@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .runtime import seed_everything
+from .training import evaluate_tensors
 
 
 def kd_loss(
@@ -60,3 +65,40 @@ def train_student(
             loss.backward()
             optimizer.step()
     return student.eval()
+
+
+def compare_students(
+    build: Callable[[], nn.Module],
+    X: Tensor,
+    y: Tensor,
+    teacher_logits: Tensor,
+    X_test: Tensor,
+    y_test: Tensor,
+    *,
+    seeds: Iterable[int],
+    num_epochs: int,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> dict[str, list[float]]:
+    """Test accuracy of students trained alone and distilled from `teacher_logits`, one of each
+    per seed (the seed also initializes the student): {'alone': [...], 'distilled': [...]}."""
+    seeds = list(seeds)
+    accuracy: dict[str, list[float]] = {}
+    for name, logits in (("alone", None), ("distilled", teacher_logits)):
+        accuracy[name] = []
+        for seed in seeds:
+            seed_everything(seed)
+            student = train_student(
+                build(), X, y, logits, num_epochs=num_epochs, temperature=temperature,
+                alpha=alpha, seed=seed,
+            )  # fmt: skip
+            accuracy[name].append(evaluate_tensors(student, X_test, y_test)[1])
+    return accuracy
+
+
+def verdict(gain_pts: float, spread_pts: float, floor_pts: float = 0.3) -> str:
+    """What a difference between two settings means, given the spread between seeds: "within
+    noise" unless it exceeds twice the spread and `floor_pts` (one run has no spread)."""
+    if abs(gain_pts) < max(2 * spread_pts, floor_pts):
+        return "within noise"
+    return "a measurable gain" if gain_pts > 0 else "a measurable loss"
