@@ -125,13 +125,13 @@ def test_cached_trainer_trains_once_and_retrains_a_damaged_cache(tmp_path, capsy
 
     build = lambda: dl.build_model("mlp", hidden=8)  # noqa: E731
     X, y = torch.randn(32, 1, 28, 28), torch.randint(10, (32,))
-    cached = P.cached_trainer(train, build, "mlp-test", {"epochs": 2}, tmp_path)
+    cached = P.cached_trainer(train, "mlp-test", {"epochs": 2}, tmp_path)
     first = cached(build(), X, y, 3)
     again = cached(build(), X, y, 3)
     assert calls == [3] and torch.equal(first(X), again(X))
     cached(build(), X, y, 4)  # another seed, another model
     cached(build(), X[:16], y[:16], 3)  # other examples, another model
-    P.cached_trainer(train, build, "mlp-test", {"epochs": 3}, tmp_path)(build(), X, y, 3)
+    P.cached_trainer(train, "mlp-test", {"epochs": 3}, tmp_path)(build(), X, y, 3)
     assert calls == [3, 4, 3, 3]  # another configuration, another model
     for weights in tmp_path.glob("mlp-test-*.safetensors"):
         weights.write_bytes(b"damaged")

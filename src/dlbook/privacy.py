@@ -178,11 +178,7 @@ def split_pool(X: Tensor, y: Tensor, size: int, seed: int = 0) -> tuple[Examples
 
 
 def cached_trainer(
-    train: Trainer,
-    build: Callable[[], nn.Module],
-    name: str,
-    config: object,
-    folder: Path | None = None,
+    train: Trainer, name: str, config: object, folder: Path | None = None
 ) -> Trainer:
     """`train`, with each model it trains cached in artifacts/privacy/<name>-<digest>, the digest
     taken over `config` (what determines training: a recipe), the seed and the examples."""
@@ -193,9 +189,8 @@ def cached_trainer(
         path = folder / f"{name}-{digest}"
         if checkpoint_paths(path)[1].exists():
             try:
-                fresh = build()
-                load_weights(path, fresh)
-                return fresh.eval()
+                load_weights(path, model)  # a damaged file is refused before any copy
+                return model.eval()
             except CheckpointError as err:
                 print(f"ignoring the cached model ({err}); training it again")
         model = train(model, X, y, seed)

@@ -46,6 +46,22 @@ def train_one_epoch(
     return total / count
 
 
+def train_seeded_epoch(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    seed: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    progress: bool = False,
+) -> float:
+    """One epoch as `fit` runs it: the shuffle and torch's RNG (dropout) both seeded by `seed`."""
+    torch.manual_seed(seed)
+    batches = iterate_batches(X, y, batch_size, shuffle=True, seed=seed)
+    return train_one_epoch(model, batches, optimizer, scheduler=scheduler, progress=progress)
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, batches: Batches, device: torch.device | str | None = None
@@ -97,13 +113,16 @@ def fit(
         history = History.from_dict(record)
     bar = tqdm(range(start, num_epochs), disable=not progress, desc="epochs", mininterval=1.0)
     for epoch in bar:
-        torch.manual_seed(seed + epoch)
         tic = time.perf_counter()
-        batches = iterate_batches(
-            data.X_train, data.y_train, batch_size, shuffle=True, seed=seed + epoch
-        )
-        train_loss = train_one_epoch(
-            model, batches, optimizer, scheduler=scheduler, progress=progress
+        train_loss = train_seeded_epoch(
+            model,
+            data.X_train,
+            data.y_train,
+            optimizer,
+            batch_size,
+            seed + epoch,
+            scheduler,
+            progress,
         )
         seconds = time.perf_counter() - tic
         val_loss, val_acc = evaluate_tensors(model, data.X_val, data.y_val)

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, checkpoint_paths, load_model, save_checkpoint
-from .data import MNIST_MEAN, MNIST_STD, MNISTSplits, iterate_batches, load_mnist
+from .data import MNIST_MEAN, MNIST_STD, MNISTSplits, load_mnist
 from .history import History
 from .models import build_model
 from .runtime import artifacts_dir, seed_everything
-from .training import evaluate_tensors, fit, train_one_epoch
+from .training import evaluate_tensors, fit, train_seeded_epoch
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")  # momentum: SGD with momentum 0.9
 SCHEDULES = ("onecycle", "constant")
@@ -133,9 +133,7 @@ def train_tensors(recipe: Recipe, model: nn.Module, X: Tensor, y: Tensor, seed: 
     steps = -(-len(X) // recipe.batch_size)  # ceil division
     optimizer, scheduler = make_optimizer(recipe, model, steps)
     for epoch in range(recipe.num_epochs):
-        torch.manual_seed(seed + epoch)  # dropout, as in `fit`
-        batches = iterate_batches(X, y, recipe.batch_size, shuffle=True, seed=seed + epoch)
-        train_one_epoch(model, batches, optimizer, scheduler=scheduler)
+        train_seeded_epoch(model, X, y, optimizer, recipe.batch_size, seed + epoch, scheduler)
     return model.eval()
 
 
